@@ -1,0 +1,204 @@
+"""Command line: ``privsplit train | info`` (more subcommands register here).
+
+Errors in the user's input print one line and exit with status 2, never a
+stack trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from .errors import PrivsplitError
+
+EXAMPLES_TRAIN = """\
+examples:
+  privsplit train                                   # built-in default: 8x8 digits, offline, ~1 min
+  privsplit train --config configs/cifar10_rn18_3.yaml --set data.root=/data/cifar10
+  privsplit train --set reduction='[{op: noise, sigma: 8}, {op: shuffle, fraction: 0.5}]'
+  privsplit train --set adversaries='[{name: attr, kind: attribute, target: private}]' --set train.lam=0.01
+  privsplit train --resume runs/digits-ours-rn18_3-20260101-120000 --set train.epochs=20
+  torchrun --nproc-per-node 2 -m privsplit train --out runs/ddp     # several processes
+
+Every setting (see `privsplit info --config`) can be changed with --set key=value;
+values are YAML, list items are addressed by index (reduction.0.sigma=8).
+A run folder holds config.yaml, metrics.jsonl (one line per epoch), checkpoints/
+(safetensors, one per epoch), and when finished: obfuscator.safetensors (the client
+part), heads.safetensors (the server part) and run.json.
+"""
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE.yaml", help="experiment config (default: the built-in digits default)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set train.epochs=5 --set data.root=/data (repeatable)",
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import Config, apply_overrides, load_config
+    from .train.engine import RESUMABLE_CHANGES, check_resume_overrides, train
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if args.config:
+            raise PrivsplitError("--resume reads the config saved in the run folder; do not also give --config")
+        if not (run_dir / "config.yaml").is_file():
+            raise PrivsplitError(f"{run_dir} is not a privsplit run folder (no config.yaml); nothing to resume")
+        saved = load_config(run_dir / "config.yaml")
+        cfg = apply_overrides(saved, args.overrides)
+        changed = [k for k in check_resume_overrides(saved.to_dict(), cfg.to_dict()) if k not in RESUMABLE_CHANGES]
+        if changed:
+            raise PrivsplitError(
+                f"cannot change {', '.join(changed)} when resuming (the checkpoints describe the old setting); "
+                f"start a new run instead. Changeable on resume: {', '.join(sorted(RESUMABLE_CHANGES))}"
+            )
+    else:
+        cfg = load_config(args.config, args.overrides)
+        if args.out:
+            run_dir = Path(args.out)
+        elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise PrivsplitError("under torchrun give --out DIR, so every process writes the same run folder")
+        else:
+            name = cfg.name or f"{cfg.data.name}-{cfg.method}-{cfg.model.split}"
+            run_dir = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    metrics = train(cfg, run_dir, resume=bool(args.resume), progress=False if args.no_progress else None)
+    if int(os.environ.get("RANK", "0")) == 0:
+        _print_result(cfg, run_dir, metrics)
+    return 0
+
+
+def _print_result(cfg, run_dir: Path, metrics: dict) -> None:  # noqa: ANN001
+    import json
+
+    run = json.loads((run_dir / "run.json").read_text())
+    chance = run["chance"]
+    print(f"\nfinished: {cfg.method} on {cfg.data.name}, {cfg.model.backbone} split {cfg.model.split}, "
+          f"reduction {_chain_text(cfg.reduction)}, {metrics.get('epoch', cfg.train.epochs)} epoch(s)")
+    for h in cfg.heads:
+        acc = metrics.get(f"test/{h.name}/acc")
+        if acc is not None:
+            print(f"  {h.name} ({h.target}) test accuracy: {100 * acc:.2f}%  (chance {100 * chance[h.target]:.2f}%)")
+    for a in cfg.adversaries:
+        for kind in ("acc", "mse"):
+            v = metrics.get(f"test/adv/{a.name}/{kind}")
+            if v is not None:
+                extra = f"  (chance {100 * chance[a.target]:.2f}%)" if kind == "acc" else ""
+                shown = f"{100 * v:.2f}%" if kind == "acc" else f"{v:.4f}"
+                print(f"  proxy adversary {a.name} ({a.kind}) test {kind}: {shown}{extra}")
+    print(f"  z shape {tuple(run['z_shape'])}; run folder: {run_dir}")
+    print("  the proxy adversary is no privacy measure: train fresh attackers on z to measure leakage")
+
+
+def _chain_text(chain: list[dict]) -> str:
+    if not chain:
+        return "none"
+    return " -> ".join(f"{s['op']}(" + ", ".join(f"{k}={v}" for k, v in s.items() if k != "op") + ")" for s in chain)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .data import DATASETS
+    from .methods import METHODS
+    from .models.backbones import BACKBONES, representation_shape, split_points
+    from .reduction import OPS, Reduction
+
+    cfg = load_config(args.config, args.overrides)
+    METHODS.get(cfg.method)
+    if args.show_config:
+        print(cfg.to_yaml(), end="")
+        return 0
+    print("backbones and split points:")
+    for b in BACKBONES.names():
+        print(f"  {b}: {', '.join(split_points(b))}")
+    print(f"reduction ops: {', '.join(OPS.names())}")
+    print(f"datasets: {', '.join(DATASETS.names())}")
+    print(f"methods: {', '.join(METHODS.names())}")
+    size = args.image_size or cfg.data.image_size or DATASETS.create(cfg.data.name).default_size
+    image = (3, size, size)
+    z = representation_shape(cfg.model.backbone, cfg.model.split, (size, size))
+    out = Reduction.from_config(cfg.reduction).check(z, image, cfg.model.allow_no_noise)
+    n_img, n_z = size * size * 3, 1
+    for s in out:
+        n_z *= s
+    print(f"\nthis config: {cfg.model.backbone} split {cfg.model.split} on {size}x{size} images")
+    print(f"  encoder output {z}; after reduction {_chain_text(cfg.reduction)}: z {out}")
+    print(f"  z has {n_z} values, {n_z / n_img:.3f}x the {n_img} of the image")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="privsplit",
+        description="Privacy-preserving split inference: train an obfuscator that runs on the client and a task "
+        "network that runs on the server; only the anonymised representation z leaves the client.",
+        epilog="Run `privsplit COMMAND --help` for each command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"privsplit {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "train",
+        help="train an obfuscator and task network into a run folder",
+        description="Train an obfuscator (client) and task head(s) (server), optionally against proxy adversaries.",
+        epilog=EXAMPLES_TRAIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_config_args(p)
+    p.add_argument("--out", metavar="DIR", help="run folder to create (default: runs/<dataset>-<method>-<split>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last complete checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (per-epoch lines are still printed)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "info",
+        help="list backbones, split points, ops, datasets; show the shape of z for a config",
+        description="List what can be configured, and the shape of z for a config without training.",
+    )
+    _add_config_args(p)
+    p.add_argument("--image-size", type=int, help="input image side (default: the config's or the dataset's)")
+    p.add_argument("--show-config", action="store_true", help="print the fully resolved config as YAML and exit")
+    p.set_defaults(func=cmd_info)
+
+    for register in EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+# Modules that add subcommands append a function (subparsers) -> None here.
+EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except PrivsplitError as e:
+        print(f"privsplit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nprivsplit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Typed configuration: dataclasses, YAML in and out, dotted overrides.
+
+Each component owns its section (``DataConfig`` lives in :mod:`privsplit.data`,
+``TrainConfig`` in :mod:`privsplit.train`); :class:`Config` puts them together.
+The resolved config is saved beside every checkpoint so any result can be re-run.
+
+Example:
+    >>> cfg = apply_overrides(Config(), ["train.epochs=3", "reduction.0.sigma=8"])
+    >>> cfg.train.epochs, cfg.reduction[0]["sigma"]
+    (3, 8)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Union
+
+import yaml
+
+from .data.base import DataConfig
+from .errors import ConfigError
+from .train.config import TrainConfig
+
+
+@dataclass
+class ModelConfig:
+    """Where to cut which backbone.
+
+    Attributes:
+        backbone: resnet18, resnet34, resnet50, mobilenet_v2, alexnet or unet.
+        split: split point, e.g. rn18_3 (see ``privsplit.models.split_points``).
+        allow_no_noise: accept a chain whose output has more elements than the
+            image without a noise op (the method's rule forbids it by default).
+    """
+
+    backbone: str = "resnet18"
+    split: str = "rn18_3"
+    allow_no_noise: bool = False
+
+
+@dataclass
+class HeadConfig:
+    """A task head on the server: a fresh copy of the backbone's rest predicting ``target``."""
+
+    name: str = "task"
+    target: str = "utility"
+
+
+@dataclass
+class AdversaryConfig:
+    """A proxy adversary trained on ``z`` during training.
+
+    Attributes:
+        name: unique name, used in logs and checkpoints.
+        kind: "attribute" (classifier of ``target``; a fresh copy of the
+            backbone's rest) or "decoder" (reconstructs the image).
+        target: label an attribute adversary predicts.
+    """
+
+    name: str = "adversary"
+    kind: str = "attribute"
+    target: str = "private"
+
+
+def _default_reduction() -> list[dict[str, Any]]:
+    return [{"op": "noise", "sigma": 4.0, "normalize": "rms"}]
+
+
+@dataclass
+class Config:
+    """A whole experiment."""
+
+    method: str = "ours"
+    name: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    reduction: list[dict[str, Any]] = field(default_factory=_default_reduction)
+    heads: list[HeadConfig] = field(default_factory=lambda: [HeadConfig()])
+    adversaries: list[AdversaryConfig] = field(default_factory=list)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        return _build(cls, data, "")
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_yaml())
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Read a YAML config (or start from the defaults) and apply ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p} must hold a mapping at the top level, got {type(data).__name__}")
+    return apply_overrides(Config.from_dict(data), overrides)
+
+
+def apply_overrides(cfg: Config, overrides: Iterable[str]) -> Config:
+    """Return ``cfg`` with dotted ``key=value`` overrides applied; values are
+    parsed as YAML (``train.epochs=3``, ``reduction=[{op: noise, sigma: 2}]``,
+    ``reduction.0.sigma=8``)."""
+    data = cfg.to_dict()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. train.epochs=5")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"value of override {item!r} is not valid YAML: {e}") from None
+        _set_path(data, key.split("."), value, key)
+    return Config.from_dict(data)
+
+
+def _set_path(node: Any, parts: list[str], value: Any, full: str) -> None:
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"in {full!r}: {part!r} is not an index of a list of {len(node)} item(s)")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if part not in node or node[part] is None:
+                    raise ConfigError(f"in {full!r}: unknown key {part!r}; valid keys: {', '.join(node)}")
+                node = node[part]
+        else:
+            raise ConfigError(f"in {full!r}: {'.'.join(parts[:i])!r} is a value, not a section")
+
+
+def _build(tp: Any, value: Any, where: str) -> Any:
+    """Check ``value`` against type ``tp`` and build dataclasses recursively."""
+    name = where or "config"
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            return tp()
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a mapping, got {value!r}")
+        hints = typing.get_type_hints(tp)
+        fields = {f.name for f in dataclasses.fields(tp) if f.init}
+        unknown = sorted(set(value) - fields)
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {name}; valid keys: {', '.join(sorted(fields))}")
+        return tp(**{k: _build(hints[k], v, f"{where}.{k}" if where else k) for k, v in value.items()})
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _build(a, value, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{name} has an invalid value {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        return [_build(args[0], v, f"{where}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool):
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise ConfigError(f"{name} must be {tp.__name__}, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp} at {name}")

@@ -1,0 +1,181 @@
+"""Dataset registry and the shared image dataset.
+
+Every dataset yields ``(image, labels)`` with ``image`` a float tensor
+(3, H, W) in [0, 1] and ``labels`` a dict of integer labels, one per target
+(``"utility"``, ``"private"``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..errors import ConfigError, DataError
+from ..registry import Registry
+
+
+@dataclass
+class DataConfig:
+    """Which data to train on.
+
+    Attributes:
+        name: a registered dataset (``privsplit.data.DATASETS.names()``).
+        root: folder holding the data in its published layout (not needed for ``digits``).
+        image_size: side of the square images fed to the network; None = the dataset's default.
+        test_fraction: share held out for testing, for data sets without an official split.
+        split_seed: seed of that split (recorded with the run).
+        limit_train: use only the first N training images (quick runs); None = all.
+        limit_test: likewise for the test split.
+        num_workers: DataLoader worker processes.
+    """
+
+    name: str = "digits"
+    root: str | None = None
+    image_size: int | None = None
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    limit_train: int | None = None
+    limit_test: int | None = None
+    num_workers: int = 0
+
+
+@dataclass
+class TaskInfo:
+    """What a dataset's labels mean."""
+
+    dataset: str
+    labels: dict[str, list[str]]  # target -> class names, e.g. {"utility": [...], "private": [...]}
+    image_shape: tuple[int, int, int]
+
+    def num_classes(self, target: str) -> int:
+        if target not in self.labels:
+            raise ConfigError(
+                f"dataset {self.dataset!r} has no target {target!r}; valid targets: {', '.join(self.labels)}"
+            )
+        return len(self.labels[target])
+
+
+class LabeledImages(Dataset):
+    """Images with a dict of labels.
+
+    Holds either decoded images (``images``: uint8 tensor (N, 3, H, W)) or
+    file paths decoded on access (``paths`` + ``load``).
+    """
+
+    def __init__(
+        self,
+        labels: dict[str, Sequence[int]],
+        images: torch.Tensor | None = None,
+        paths: Sequence[Path] | None = None,
+        load: Callable[[Path], torch.Tensor] | None = None,
+    ) -> None:
+        if (images is None) == (paths is None):
+            raise ValueError("give exactly one of images or paths")
+        self.images = images
+        self.paths = list(paths) if paths is not None else None
+        self.load = load
+        self.labels = {k: torch.as_tensor(np.asarray(v), dtype=torch.long) for k, v in labels.items()}
+        n = len(images) if images is not None else len(self.paths)  # type: ignore[arg-type]
+        for k, v in self.labels.items():
+            if len(v) != n:
+                raise ValueError(f"label {k!r} has {len(v)} entries for {n} images")
+
+    def __len__(self) -> int:
+        return len(self.images) if self.images is not None else len(self.paths)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.images is not None:
+            x = self.images[i].float().div_(255)
+        else:
+            x = self.load(self.paths[i])  # type: ignore[index, misc]
+        return x, {k: v[i] for k, v in self.labels.items()}
+
+    def subset(self, n: int | None) -> "LabeledImages":
+        """The first ``n`` samples (all when ``n`` is None)."""
+        if n is None or n >= len(self):
+            return self
+        labels = {k: v[:n] for k, v in self.labels.items()}
+        if self.images is not None:
+            return LabeledImages(labels, images=self.images[:n])
+        return LabeledImages(labels, paths=self.paths[:n], load=self.load)  # type: ignore[index]
+
+
+@dataclass
+class DatasetSpec:
+    """A registered dataset: its label names, default size and loader."""
+
+    labels: dict[str, list[str]]
+    default_size: int
+    load: Callable[[DataConfig, int], tuple[LabeledImages, LabeledImages]]
+    layout: str = ""  # what the data folder must hold, shown in errors
+    source: str = ""
+    needs_root: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def load_dataset(cfg: DataConfig) -> tuple[LabeledImages, LabeledImages, TaskInfo]:
+    """Load the train and test splits named by ``cfg``.
+
+    Example:
+        >>> train, test, info = load_dataset(DataConfig(name="digits"))
+        >>> info.labels["utility"]
+        ['even', 'odd']
+    """
+    spec = DATASETS.create(cfg.name)
+    size = cfg.image_size or spec.default_size
+    if size < 8:
+        raise ConfigError(f"data.image_size must be at least 8, got {size}")
+    if not 0 < cfg.test_fraction < 1:
+        raise ConfigError(f"data.test_fraction must be in (0, 1), got {cfg.test_fraction}")
+    if spec.needs_root:
+        if not cfg.root:
+            raise DataError(
+                f"dataset {cfg.name!r} needs its data folder: set data.root (e.g. --set data.root=/path/to/data). "
+                f"Expected layout: {spec.layout}. Nothing is downloaded; get it from {spec.source}"
+            )
+        if not Path(cfg.root).expanduser().is_dir():
+            raise DataError(f"data.root {cfg.root!r} for dataset {cfg.name!r} is not a folder. Expected layout: {spec.layout}")
+    train, test = spec.load(cfg, size)
+    info = TaskInfo(cfg.name, spec.labels, (3, size, size))
+    return train.subset(cfg.limit_train), test.subset(cfg.limit_test), info
+
+
+def open_image(path: Path, size: int, crop_square: bool = True) -> torch.Tensor:
+    """Decode an image file to a float (3, size, size) tensor in [0, 1]
+    (centre-cropped to a square first, then resized)."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if crop_square and im.width != im.height:
+            s = min(im.width, im.height)
+            left, top = (im.width - s) // 2, (im.height - s) // 2
+            im = im.crop((left, top, left + s, top + s))
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.BILINEAR)
+        arr = np.asarray(im, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255)
+
+
+def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize a uint8 (N, 3, H, W) batch to ``size`` (bilinear, antialiased)."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def seeded_split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a seeded random train/test split."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, int(math.floor(n * test_fraction)))
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])

@@ -1,0 +1,115 @@
+"""CIFAR-10: utility = living (bird, cat, deer, dog, frog, horse) vs non-living;
+private = the 10 classes.
+
+Reads either the official ``cifar-10-batches-py`` layout or an image-folder
+layout (``train/<class>/*.jpg``, ``test/<class>/*.jpg``).
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from ..errors import DataError
+from .base import DATASETS, DataConfig, DatasetSpec, LabeledImages, resize_uint8
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+LIVING = {2, 3, 4, 5, 6, 7}
+LAYOUT = (
+    "either <root>/cifar-10-batches-py/{data_batch_1..5,test_batch} (the official python version) or "
+    "<root>/{train,test}/<class>/*.png|jpg with the 10 class folders (image-folder layout)"
+)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """The official batches are pickles: allow only what numpy arrays need, so a
+    tampered file cannot run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise DataError(f"refusing to load {module}.{name} from a CIFAR-10 batch file: not a plain data file")
+
+
+def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            d = _ArraysOnly(f, encoding="latin1").load()
+        data = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        return data, np.asarray(d["labels"], dtype=np.int64)
+    except (OSError, KeyError, ValueError, pickle.UnpicklingError, EOFError) as e:
+        raise DataError(f"{path} is not a readable CIFAR-10 batch ({e}); expected layout: {LAYOUT}") from None
+
+
+def _find(root: Path) -> tuple[str, Path]:
+    for cand in (root, root / "cifar10", root / "cifar-10"):
+        if (cand / "cifar-10-batches-py").is_dir():
+            return "batches", cand / "cifar-10-batches-py"
+        if cand.name == "cifar-10-batches-py" and (cand / "test_batch").exists():
+            return "batches", cand
+        if (cand / "train").is_dir() and (cand / "test").is_dir():
+            return "folder", cand
+    raise DataError(f"no CIFAR-10 data under {root}. Expected {LAYOUT}. Get it from https://www.cs.toronto.edu/~kriz/cifar.html")
+
+
+def _read_folder(split_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    missing = [c for c in CLASSES if not (split_dir / c).is_dir()]
+    if missing:
+        raise DataError(f"{split_dir} lacks class folders {', '.join(missing)}; expected {LAYOUT}")
+    files = [(p, i) for i, c in enumerate(CLASSES) for p in sorted((split_dir / c).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise DataError(f"no images in {split_dir}; expected {LAYOUT}")
+    images = np.empty((len(files), 3, 32, 32), dtype=np.uint8)
+    for j, (p, _) in enumerate(tqdm(files, desc=f"decoding {split_dir.name}", unit="img", leave=False, disable=None)):
+        with Image.open(p) as im:
+            arr = np.asarray(im.convert("RGB"))
+        if arr.shape != (32, 32, 3):
+            raise DataError(f"{p} is {arr.shape[1]}x{arr.shape[0]}, CIFAR-10 images are 32x32")
+        images[j] = arr.transpose(2, 0, 1)
+    return images, np.array([i for _, i in files], dtype=np.int64)
+
+
+def _load(cfg: DataConfig, size: int) -> tuple[LabeledImages, LabeledImages]:
+    kind, where = _find(Path(cfg.root).expanduser())  # type: ignore[arg-type]
+    if kind == "batches":
+        names = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+        for n in names["train"] + names["test"]:
+            if not (where / n).exists():
+                raise DataError(f"{where / n} is missing; expected {LAYOUT}")
+        parts = {s: [_read_batch(where / n) for n in ns] for s, ns in names.items()}
+        splits = {s: (np.concatenate([a for a, _ in p]), np.concatenate([b for _, b in p])) for s, p in parts.items()}
+    else:
+        splits = {s: _read_folder(where / s) for s in ("train", "test")}
+
+    def part(images: np.ndarray, labels: np.ndarray) -> LabeledImages:
+        living = np.isin(labels, list(LIVING)).astype(np.int64)
+        return LabeledImages({"utility": living, "private": labels}, images=resize_uint8(torch.from_numpy(images), size))
+
+    return part(*splits["train"]), part(*splits["test"])
+
+
+DATASETS.register("cifar10")(
+    lambda: DatasetSpec(
+        labels={"utility": ["non-living", "living"], "private": CLASSES},
+        default_size=32,
+        load=_load,
+        layout=LAYOUT,
+        source="https://www.cs.toronto.edu/~kriz/cifar.html",
+    )
+)

@@ -1,0 +1,50 @@
+"""Additive Gaussian noise, applied at inference too."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import OPS, ReductionOp, check_choice, check_nonnegative, randn
+
+NORMALIZE = ("none", "rms")
+
+
+def gaussian_noise(
+    z: torch.Tensor, sigma: float, normalize: str = "none", generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``z + N(0, sigma^2)``.
+
+    With ``normalize="rms"`` each sample is first scaled to unit root mean
+    square, so ``sigma`` is a fixed noise-to-signal ratio: otherwise an encoder
+    can defeat any fixed ``sigma`` by scaling its output up.
+    """
+    if normalize == "rms":
+        rms = z.flatten(1).pow(2).mean(1).add(1e-12).sqrt()  # (N,)
+        z = z / rms.view(-1, *([1] * (z.dim() - 1)))
+    return z + sigma * randn(z.shape, z, generator)
+
+
+@OPS.register("noise")
+class GaussianNoise(ReductionOp):
+    """Gaussian noise ``z + N(0, sigma^2)``; part of the deployed obfuscator.
+
+    Args:
+        sigma: standard deviation, in feature units (after normalisation when
+            ``normalize="rms"``). The paper uses 3840 on raw features.
+        normalize: "rms" (default) fixes each sample's power to 1 first;
+            "none" adds the noise to the raw features.
+    """
+
+    name = "noise"
+    random = True
+
+    def __init__(self, sigma: float, normalize: str = "rms") -> None:
+        super().__init__()
+        self.sigma = check_nonnegative("noise.sigma", sigma)
+        self.normalize = check_choice("noise.normalize", normalize, NORMALIZE)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return gaussian_noise(z, self.sigma, self.normalize)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}, normalize={self.normalize}"

@@ -1,0 +1,506 @@
+"""The one training loop, shared by every method.
+
+One step, three Adam optimisers:
+  1. ``z = obfuscator(x)``;
+  2. heads minimise the task loss; the obfuscator minimises
+     ``task + lam * privacy_term`` (``privacy_term = -adversary_loss`` for
+     ``ours``), through ``z``;
+  3. each adversary minimises its own loss on a detached ``z``.
+
+Runs unchanged under ``torchrun --nproc-per-node N`` (gloo on CPU, NCCL on
+GPU): each process takes a shard of every epoch and gradients are averaged
+across processes before each optimiser step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from ..config import Config
+from ..data.base import LabeledImages, TaskInfo, load_dataset
+from ..errors import CheckpointError, ConfigError
+from ..methods import Method, SplitModel, build_method
+from .checkpoint import (
+    checkpoint_dirs,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+    save_weights,
+    write_json,
+    write_text,
+)
+
+# Settings that may change when a run is resumed; anything else would make the
+# checkpoint describe a different experiment.
+RESUMABLE_CHANGES = {"train.epochs", "train.device", "train.threads", "train.keep_checkpoints", "data.root", "data.num_workers"}
+
+Batch = tuple[torch.Tensor, dict[str, torch.Tensor]]
+
+
+@dataclass
+class Context:
+    """What callbacks see."""
+
+    cfg: Config
+    run_dir: Path
+    model: SplitModel
+    epoch: int = 0
+    step: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class Callback:
+    """Hooks into the loop; override what you need."""
+
+    def on_step_end(self, ctx: Context, losses: dict[str, float]) -> None:
+        pass
+
+    def on_epoch_end(self, ctx: Context) -> None:
+        pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name} but CUDA is not available here; use train.device=cpu or auto")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ConfigError(f"train.device must be auto, cpu or cuda[:N], got {name!r}")
+    return torch.device(name)
+
+
+class Distributed:
+    """This process's place among ``torchrun`` processes (a single process if none)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.device = device
+        if self.world > 1:
+            if device.type == "cuda":
+                self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+                torch.cuda.set_device(self.device)
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def average(self, tensors: list[torch.Tensor]) -> None:
+        """Average ``tensors`` in place across processes (one flat all-reduce)."""
+        if self.world == 1 or not tensors:
+            return
+        flat = torch.cat([t.reshape(-1).float() for t in tensors])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for t in tensors:
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            values = values.to(self.device)
+            dist.all_reduce(values)
+        return values.cpu()
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def broadcast_module(self, module: nn.Module) -> None:
+        if self.world > 1:
+            for t in module.state_dict().values():
+                dist.broadcast(t, 0)
+
+
+def batches(ds: LabeledImages, indices: torch.Tensor, batch_size: int, num_workers: int = 0) -> Iterator[Batch]:
+    """Batches of ``ds`` in the order of ``indices``; decoded in-memory images
+    are gathered directly, files go through a DataLoader."""
+    chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    if ds.images is not None:
+        for idx in chunks:
+            yield ds.images[idx].float().div_(255), {k: v[idx] for k, v in ds.labels.items()}
+        return
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=[c.tolist() for c in chunks], num_workers=num_workers)
+    yield from loader
+
+
+def _seed(*parts: int) -> int:
+    s = 0
+    for p in parts:
+        s = (s * 1_000_003 + int(p)) % (2**63 - 1)
+    return s
+
+
+def majority_share(labels: torch.Tensor) -> float:
+    """Accuracy of always answering the most common class (chance level)."""
+    return float(torch.bincount(labels).max()) / max(len(labels), 1)
+
+
+class Trainer:
+    """Trains one run into ``run_dir``.
+
+    Example:
+        >>> from privsplit.config import apply_overrides, Config
+        >>> cfg = apply_overrides(Config(), ["train.epochs=1", "data.limit_train=256"])
+        >>> metrics = Trainer(cfg, "runs/example").fit()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: str | Path,
+        resume: bool = False,
+        callbacks: list[Callback] | None = None,
+        progress: bool | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.callbacks = list(callbacks or [])
+        self.progress = progress
+        self._log = log or (lambda s: tqdm.write(s, file=sys.stdout))
+        if cfg.train.epochs < 1:
+            raise ConfigError(f"train.epochs must be at least 1, got {cfg.train.epochs}")
+        if cfg.train.batch_size < 2:
+            raise ConfigError(f"train.batch_size must be at least 2 (batch norm needs it), got {cfg.train.batch_size}")
+        if cfg.train.lam < 0:
+            raise ConfigError(f"train.lam must be >= 0, got {cfg.train.lam}")
+        if cfg.train.lr_schedule not in ("cosine", "constant"):
+            raise ConfigError(f"train.lr_schedule must be cosine or constant, got {cfg.train.lr_schedule!r}")
+        if not cfg.heads:
+            raise ConfigError("the config needs at least one head (heads: [{name: task, target: utility}])")
+
+    def log(self, msg: str) -> None:
+        if self.dist.main:
+            self._log(msg)
+
+    # Setup ---------------------------------------------------------------
+
+    def _check_run_dir(self) -> None:
+        """Fail before any work if the run folder cannot be used (every process checks)."""
+        if self.resume:
+            if not (self.run_dir / "config.yaml").is_file():
+                raise CheckpointError(f"{self.run_dir} is not a privsplit run folder (no config.yaml); nothing to resume")
+        elif self.run_dir.exists() and any(self.run_dir.iterdir()):
+            raise ConfigError(
+                f"run folder {self.run_dir} already exists and is not empty; continue it with "
+                f"`privsplit train --resume {self.run_dir}` or choose another --out"
+            )
+
+    def _prepare_run_dir(self) -> int:
+        """Create the run folder, or restore from it; return the epoch to start from."""
+        if self.resume:
+            return self._restore()
+        if self.dist.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
+        self.dist.barrier()
+        return 0
+
+    def _restore(self) -> int:
+        ckpts = checkpoint_dirs(self.run_dir)
+        if not ckpts:
+            self.log(f"no complete checkpoint in {self.run_dir}; starting from epoch 1")
+            return 0
+        meta = load_checkpoint(ckpts[-1], self.model, self.optimizers)
+        epoch = int(meta["epoch"])
+        # Drop metric lines of an epoch that was interrupted after logging but before its checkpoint.
+        metrics = self.run_dir / "metrics.jsonl"
+        if self.dist.main and metrics.exists():
+            kept = [ln for ln in metrics.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] <= epoch]
+            write_text(metrics, "".join(ln + "\n" for ln in kept))
+            self.run_dir.joinpath("run.json").unlink(missing_ok=True)
+        self.log(f"resuming {self.run_dir} after epoch {epoch} ({ckpts[-1].name})")
+        return epoch
+
+    def _setup(self) -> None:
+        cfg = self.cfg
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.dist = Distributed(resolve_device(cfg.train.device))
+        self.device = self.dist.device
+        self._check_run_dir()
+        self.dist.barrier()
+        self.train_set, self.test_set, self.info = load_dataset(cfg.data)
+        if len(self.train_set) < 2 * self.dist.world:
+            raise ConfigError(f"the training split has only {len(self.train_set)} image(s); need at least {2 * self.dist.world}")
+        torch.manual_seed(cfg.train.seed)  # same initial weights in every process
+        self.method: Method = build_method(cfg)
+        self.model = self.method.build(self.info).to(self.device)
+        self.dist.broadcast_module(self.model)
+        t = cfg.train
+        self.optimizers = {
+            "obfuscator": torch.optim.Adam(self.model.obfuscator.parameters(), lr=t.lr_obfuscator),
+            "heads": torch.optim.Adam(self.model.heads.parameters(), lr=t.lr_head),
+        }
+        if len(self.model.adversaries):
+            self.optimizers["adversaries"] = torch.optim.Adam(self.model.adversaries.parameters(), lr=t.lr_adversary)
+
+    # Loop ----------------------------------------------------------------
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``train.epochs``; returns the last epoch's metrics."""
+        self._setup()
+        start = self._prepare_run_dir()
+        cfg = self.cfg
+        ctx = Context(cfg, self.run_dir, self.model)
+        z_shape = getattr(self.model.obfuscator, "z_shape", None)
+        self.log(
+            f"training {cfg.method} on {cfg.data.name} ({len(self.train_set)} train / {len(self.test_set)} test images, "
+            f"{self.info.image_shape}), {cfg.model.backbone} split {cfg.model.split}, z {z_shape}, "
+            f"device {self.device}, {self.dist.world} process(es)"
+        )
+        t0 = time.time()
+        metrics: dict[str, Any] = {}
+        for epoch in range(start, cfg.train.epochs):
+            ctx.epoch = epoch + 1
+            e0 = time.time()
+            train_metrics = self._train_epoch(ctx)
+            metrics = {"epoch": epoch + 1, **train_metrics, **self.evaluate(), "epoch_s": round(time.time() - e0, 2)}
+            ctx.metrics = metrics
+            if self.dist.main:
+                with open(self.run_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                save_checkpoint(
+                    self.run_dir / "checkpoints" / f"epoch-{epoch + 1:04d}",
+                    self.model,
+                    self.optimizers,
+                    {"epoch": epoch + 1, "metrics": metrics, "config": cfg.to_dict()},
+                )
+                prune_checkpoints(self.run_dir, cfg.train.keep_checkpoints)
+            self.dist.barrier()
+            self.log(self._summary(metrics))
+            for cb in self.callbacks:
+                cb.on_epoch_end(ctx)
+        if start >= cfg.train.epochs:
+            self.log(f"{self.run_dir} already finished {cfg.train.epochs} epoch(s)")
+            metrics = self._last_metrics()
+        if self.dist.main:
+            self._finish(metrics, time.time() - t0)
+        self.dist.barrier()
+        return metrics
+
+    def _train_epoch(self, ctx: Context) -> dict[str, float]:
+        cfg, d = self.cfg, self.dist
+        # Everything random in an epoch derives from (seed, epoch, rank): a run
+        # resumed from a checkpoint continues exactly as if never stopped.
+        torch.manual_seed(_seed(cfg.train.seed, ctx.epoch, d.rank))
+        order = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(_seed(cfg.train.seed, ctx.epoch)))
+        per_rank = len(order) // d.world
+        shard = order[d.rank * per_rank : (d.rank + 1) * per_rank]
+        if len(shard) % cfg.train.batch_size == 1:
+            shard = shard[:-1]  # a batch of one breaks batch norm
+        self._set_learning_rates(ctx.epoch)
+        self.model.train()
+        totals: dict[str, float] = {}
+        steps = math.ceil(len(shard) / cfg.train.batch_size)
+        bar = tqdm(
+            batches(self.train_set, shard, cfg.train.batch_size, cfg.data.num_workers),
+            total=steps,
+            desc=f"epoch {ctx.epoch}/{cfg.train.epochs}",
+            unit="batch",
+            leave=False,
+            # None: shown only on a terminal.
+            disable=True if not d.main else (None if self.progress is None else not self.progress),
+            file=sys.stderr,
+        )
+        for x, labels in bar:
+            losses = self.step(x, labels)
+            for k, v in losses.items():
+                totals[k] = totals.get(k, 0.0) + v
+            ctx.step += 1
+            bar.set_postfix(task=f"{losses['train/task_loss']:.3f}")
+            for cb in self.callbacks:
+                cb.on_step_end(ctx, losses)
+        bar.close()
+        if self.dist.world > 1:
+            # Batch-norm running statistics differ per process: average them.
+            self.dist.average([b for b in self.model.buffers() if b.dtype.is_floating_point])
+        return {k: v / max(steps, 1) for k, v in totals.items()}
+
+    def _set_learning_rates(self, epoch: int) -> None:
+        """Cosine decay from the configured rate (epoch 1) towards 0, or constant.
+        A function of the epoch alone, so resuming needs no scheduler state."""
+        t = self.cfg.train
+        scale = 1.0
+        if t.lr_schedule == "cosine":
+            scale = 0.5 * (1 + math.cos(math.pi * (epoch - 1) / t.epochs))
+        base = {"obfuscator": t.lr_obfuscator, "heads": t.lr_head, "adversaries": t.lr_adversary}
+        for name, opt in self.optimizers.items():
+            for g in opt.param_groups:
+                g["lr"] = base[name] * scale
+
+    def step(self, x: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimisation step on a batch; returns the losses."""
+        cfg, model, method = self.cfg, self.model, self.method
+        x = x.to(self.device, non_blocking=True)
+        labels = {k: v.to(self.device, non_blocking=True) for k, v in labels.items()}
+        if cfg.train.flip:
+            flip = torch.rand(x.shape[0], device=x.device) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+
+        z = model.obfuscator(x)
+        task = sum(method.task_loss(head(z), labels[model.head_targets[name]]) for name, head in model.heads.items())
+        loss = task
+        out: dict[str, float] = {"train/task_loss": task.item()}
+        use_adv = len(model.adversaries) > 0 and cfg.train.lam > 0
+        if use_adv:
+            privacy = sum(
+                method.privacy_term(model.adversary_configs[name], adv(z), x, labels)
+                for name, adv in model.adversaries.items()
+            )
+            loss = task + cfg.train.lam * privacy
+            out["train/privacy_term"] = privacy.item()
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self._sync_and_step(["obfuscator", "heads"])
+
+        if len(model.adversaries):
+            self.optimizers["adversaries"].zero_grad(set_to_none=True)
+            zd = z.detach()
+            adv_loss = 0.0
+            for name, adv in model.adversaries.items():
+                a_loss = method.adversary_loss(model.adversary_configs[name], adv(zd), x, labels)
+                out[f"train/adv_loss/{name}"] = a_loss.item()
+                adv_loss = adv_loss + a_loss
+            adv_loss.backward()  # type: ignore[union-attr]
+            self._sync_and_step(["adversaries"])
+        return out
+
+    def _sync_and_step(self, names: list[str]) -> None:
+        for name in names:
+            opt = self.optimizers[name]
+            grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            self.dist.average(grads)
+            opt.step()
+
+    # Evaluation ----------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Test accuracy of every head and proxy adversary, with the obfuscator
+        as deployed (random ops on). Uses its own seed, so it does not disturb
+        the training stream."""
+        model, d = self.model, self.dist
+        model.eval()
+        n = len(self.test_set)
+        shard = torch.arange(n)[d.rank :: d.world]
+        names = [*model.heads, *model.adversaries]
+        sums = torch.zeros(len(names) + 1, dtype=torch.float64)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(_seed(self.cfg.train.seed, 7919, d.rank))
+            for x, labels in batches(self.test_set, shard, 256, self.cfg.data.num_workers):
+                x = x.to(self.device)
+                labels = {k: v.to(self.device) for k, v in labels.items()}
+                z = model.obfuscator(x)
+                for i, name in enumerate(names):
+                    if name in model.heads:
+                        hit = model.heads[name](z).argmax(1) == labels[model.head_targets[name]]
+                        sums[i] += hit.sum().item()
+                    else:
+                        adv = model.adversary_configs[name]
+                        out = model.adversaries[name](z)
+                        if adv.kind == "decoder":
+                            sums[i] += ((out - x) ** 2).flatten(1).mean(1).sum().item()
+                        else:
+                            sums[i] += (out.argmax(1) == labels[adv.target]).sum().item()
+                sums[-1] += x.shape[0]
+        sums = d.sum(sums)
+        model.train()
+        res: dict[str, float] = {}
+        for i, name in enumerate(names):
+            if name in model.heads:
+                res[f"test/{name}/acc"] = float(sums[i] / sums[-1])
+            else:
+                kind = "mse" if model.adversary_configs[name].kind == "decoder" else "acc"
+                res[f"test/adv/{name}/{kind}"] = float(sums[i] / sums[-1])
+        return res
+
+    # Finish --------------------------------------------------------------
+
+    def _summary(self, m: dict[str, Any]) -> str:
+        parts = [f"epoch {m['epoch']}/{self.cfg.train.epochs}", f"task loss {m.get('train/task_loss', float('nan')):.4f}"]
+        for k, v in m.items():
+            if k.startswith("test/"):
+                parts.append(f"{k[5:]} {100 * v:.2f}%" if k.endswith("/acc") else f"{k[5:]} {v:.4f}")
+        parts.append(f"{m['epoch_s']:.1f}s")
+        return " | ".join(parts)
+
+    def _last_metrics(self) -> dict[str, Any]:
+        path = self.run_dir / "metrics.jsonl"
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+        return json.loads(lines[-1]) if lines else {}
+
+    def _finish(self, metrics: dict[str, Any], wall_s: float) -> None:
+        """Write the deployable parts and ``run.json`` (last, so its presence
+        means the run finished)."""
+        rd = self.run_dir
+        save_weights(rd / "obfuscator.safetensors", self.model.obfuscator)
+        save_weights(rd / "heads.safetensors", self.model.heads)
+        if len(self.model.adversaries):
+            save_weights(rd / "adversaries.safetensors", self.model.adversaries)
+        chance = {t: majority_share(self.test_set.labels[t]) for t in self.test_set.labels}
+        write_json(
+            rd / "run.json",
+            {
+                "status": "finished",
+                "epochs": self.cfg.train.epochs,
+                "metrics": metrics,
+                "chance": chance,
+                "task": {"dataset": self.info.dataset, "labels": self.info.labels, "image_shape": list(self.info.image_shape)},
+                "z_shape": list(getattr(self.model.obfuscator, "z_shape", ()) or ()),
+                "wall_s_last_session": round(wall_s, 1),
+                "world_size": self.dist.world,
+                "device": str(self.device),
+                "versions": {"torch": torch.__version__, "privsplit": _version()},
+            },
+        )
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def train(cfg: Config, run_dir: str | Path, resume: bool = False, **kwargs: Any) -> dict[str, Any]:
+    """Train ``cfg`` into ``run_dir``; returns the final metrics.
+
+    Example:
+        >>> from privsplit.config import Config, apply_overrides
+        >>> train(apply_overrides(Config(), ["train.epochs=1"]), "runs/demo")  # doctest: +SKIP
+    """
+    return Trainer(cfg, run_dir, resume=resume, **kwargs).fit()
+
+
+def check_resume_overrides(saved: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts."""
+    diffs = []
+    for k in sorted(set(saved) | set(new)):
+        key = f"{prefix}{k}"
+        a, b = saved.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += check_resume_overrides(a, b, key + ".")
+        elif a != b:
+            diffs.append(key)
+    return diffs
+
+
+__all__ = ["Callback", "Context", "Trainer", "train", "RESUMABLE_CHANGES", "check_resume_overrides"]

@@ -1,0 +1,53 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# A run small enough for unit tests: 16x16 digits, a few batches.
+TINY = [
+    "data.image_size=16",
+    "data.limit_train=96",
+    "data.limit_test=48",
+    "train.batch_size=32",
+    "train.epochs=1",
+]
+
+
+@pytest.fixture
+def tiny():
+    from privsplit.config import Config, apply_overrides
+
+    def make(*extra: str):
+        return apply_overrides(Config(), [*TINY, *extra])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory):
+    """Real CIFAR-10 (JPEG copy) unpacked from ../shared/data; skipped when absent."""
+    archive = SHARED_DATA / "cifar10-jpeg.tar.gz"
+    if not archive.exists():
+        pytest.skip("real CIFAR-10 is not in ../shared/data")
+    import tarfile
+
+    dest = tmp_path_factory.mktemp("cifar")
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+    return dest / "cifar10"
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-m", "privsplit", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
