@@ -147,3 +147,19 @@ def test_real_cifar10_folder(cifar_root):
     assert len(train) == 50000 and len(test) == 1000
     assert torch.bincount(train.labels["private"]).tolist() == [5000] * 10
     assert train.labels["utility"].float().mean().item() == pytest.approx(0.6)
+
+
+def test_limits_take_a_seeded_random_subset_not_the_first_class(tmp_path):
+    from privsplit.data.cifar10 import CLASSES
+
+    for split in ("train", "test"):
+        for i, c in enumerate(CLASSES):
+            (tmp_path / split / c).mkdir(parents=True)
+            for j in range(3):
+                Image.fromarray(np.full((32, 32, 3), i * 20, np.uint8)).save(tmp_path / split / c / f"{j}.png")
+    cfg = DataConfig(name="cifar10", root=str(tmp_path), limit_train=12, limit_test=6)
+    train, test, _ = load_dataset(cfg)
+    assert len(train) == 12 and len(test) == 6
+    assert len(set(train.labels["private"].tolist())) > 3  # sorted-by-class folders would give 1 or 2 classes
+    again, _, _ = load_dataset(cfg)
+    assert torch.equal(train.labels["private"], again.labels["private"])

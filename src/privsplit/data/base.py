@@ -32,7 +32,7 @@ class DataConfig:
         image_size: side of the square images fed to the network; None = the dataset's default.
         test_fraction: share held out for testing, for data sets without an official split.
         split_seed: seed of that split (recorded with the run).
-        limit_train: use only the first N training images (quick runs); None = all.
+        limit_train: use a seeded random N of the training images (quick runs); None = all.
         limit_test: likewise for the test split.
         num_workers: DataLoader worker processes.
     """
@@ -98,14 +98,16 @@ class LabeledImages(Dataset):
             x = self.load(self.paths[i])  # type: ignore[index, misc]
         return x, {k: v[i] for k, v in self.labels.items()}
 
-    def subset(self, n: int | None) -> "LabeledImages":
-        """The first ``n`` samples (all when ``n`` is None)."""
+    def subset(self, n: int | None, seed: int = 0) -> "LabeledImages":
+        """A seeded random subset of ``n`` samples (all when ``n`` is None).
+        Random, not the first ``n``: folder layouts are sorted by class."""
         if n is None or n >= len(self):
             return self
-        labels = {k: v[:n] for k, v in self.labels.items()}
+        idx = torch.from_numpy(np.sort(np.random.default_rng(seed).permutation(len(self))[:n]))
+        labels = {k: v[idx] for k, v in self.labels.items()}
         if self.images is not None:
-            return LabeledImages(labels, images=self.images[:n])
-        return LabeledImages(labels, paths=self.paths[:n], load=self.load)  # type: ignore[index]
+            return LabeledImages(labels, images=self.images[idx])
+        return LabeledImages(labels, paths=[self.paths[i] for i in idx.tolist()], load=self.load)  # type: ignore[index]
 
 
 @dataclass
@@ -148,7 +150,7 @@ def load_dataset(cfg: DataConfig) -> tuple[LabeledImages, LabeledImages, TaskInf
             raise DataError(f"data.root {cfg.root!r} for dataset {cfg.name!r} is not a folder. Expected layout: {spec.layout}")
     train, test = spec.load(cfg, size)
     info = TaskInfo(cfg.name, spec.labels, (3, size, size))
-    return train.subset(cfg.limit_train), test.subset(cfg.limit_test), info
+    return train.subset(cfg.limit_train, cfg.split_seed), test.subset(cfg.limit_test, cfg.split_seed), info
 
 
 def open_image(path: Path, size: int, crop_square: bool = True) -> torch.Tensor:
