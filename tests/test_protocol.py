@@ -34,6 +34,11 @@ def test_round_trip_and_safetensors_compatible(dtype):
     assert len(body) - 8 - struct.unpack("<Q", body[:8])[0] == z.size * np.dtype(dtype).itemsize
 
 
+def test_float16_overflow_is_refused_on_the_client():
+    with pytest.raises(WireFormatError, match="float16's range"):
+        encode_z(np.full((1, *Z), 1e6, np.float32), "float16")
+
+
 def _header(spec, extra=b""):
     raw = json.dumps(spec).encode()
     return struct.pack("<Q", len(raw)) + raw + extra

@@ -74,7 +74,11 @@ def encode_z(z: np.ndarray, dtype: str = "float32") -> bytes:
     if dtype not in _CODES:
         raise WireFormatError(f"dtype must be float32 or float16, got {dtype!r}")
     code = _CODES[dtype]
-    data = np.ascontiguousarray(np.asarray(z), dtype=DTYPES[code]).tobytes()
+    with np.errstate(over="ignore"):  # overflow to float16 is reported below, in words
+        arr = np.ascontiguousarray(np.asarray(z), dtype=DTYPES[code])
+    if code == "F16" and not np.isfinite(arr).all() and np.isfinite(np.asarray(z)).all():
+        raise WireFormatError("z has values beyond float16's range (65504): send it as float32")
+    data = arr.tobytes()
     header = {
         TENSOR: {"dtype": code, "shape": [int(s) for s in np.shape(z)], "data_offsets": [0, len(data)]},
         "__metadata__": {"api": API},
