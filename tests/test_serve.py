@@ -55,6 +55,9 @@ def in_process(run_dir, x, seed, head="task"):
 
 
 def test_round_trip_matches_in_process_prediction(run_dir, server, images):
+    import privsplit
+
+    assert privsplit.Client is Client
     client = Client(run_dir, server.url)
     torch.manual_seed(7)
     results = client.infer(images)  # 6 images, server max_batch 4: sent in two requests
@@ -208,17 +211,19 @@ def test_cli_server_with_torch_free_edge_client_and_cli_client(run_dir, tmp_path
             p = tmp_path / f"img{i}.png"
             Image.fromarray((x.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).resize((20, 24)).save(p)
             paths.append(str(p))
+        edge_out = tmp_path / "edge.json"
+        argv = ["infer", str(det / "export"), *paths, "--server", url, "--token-file", str(token_file), "--out", str(edge_out)]
         code = (
-            "import sys, json; sys.modules['torch'] = None\n"
-            "from privsplit_edge.client import EdgeClient\n"
-            f"c = EdgeClient({str(det / 'export')!r}, {url!r}, token='edge-token-0123456789abcdef')\n"
-            f"print(json.dumps(c.infer({paths!r})))\n"
+            "import sys; sys.modules['torch'] = None\n"  # `import torch` fails in this process
+            "from privsplit_edge.client import main\n"
+            f"rc = main({argv!r})\n"
             "assert 'privsplit' not in sys.modules\n"
+            "sys.exit(rc)\n"
         )
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
         assert r.returncode == 0, r.stderr
-        edge = json.loads(r.stdout)
+        edge = json.loads(edge_out.read_text())
 
         out = tmp_path / "res.json"
         assert main(["infer", str(det), *paths, "--server", url, "--token-file", str(token_file), "--out", str(out)]) == 0
