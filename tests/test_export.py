@@ -171,3 +171,19 @@ def test_export_errors_are_one_line(tmp_path, capsys):
     assert "not a privsplit run folder" in capsys.readouterr().err
     with pytest.raises(ExportError, match="unknown export format"):
         export_obfuscator(tmp_path, "tflite")
+
+
+class _NotExportable(torch.nn.Module):
+    def forward(self, z):
+        if z.sum() > 0:  # control flow on values: no static graph can hold it
+            return z * 2
+        return z
+
+
+def test_export_failure_names_the_part(monkeypatch, tmp_path):
+    import privsplit.export as ex
+
+    monkeypatch.setitem(ex.EXPORT_TWINS, "resize", lambda op, shape: _NotExportable())
+    twin = ExportableObfuscator(obfuscator([{"op": "noise", "sigma": 1.0}, {"op": "resize", "size": 2}])).eval()
+    with pytest.raises(ExportError, match="part 'resize' is not exportable"):
+        _export_onnx(twin, tmp_path / "obf.onnx")

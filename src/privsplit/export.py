@@ -270,8 +270,15 @@ def _export_torchscript(model: ExportableObfuscator, path: Path) -> None:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    """The telling line of an exporter error: its exception summary when it has one."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()  # the exporter colours its messages
+    lines = text.splitlines()
+    summary = [ln for ln in lines if ln.startswith("<class '")]
+    if summary:
+        return summary[0][:300]
+    return lines[0][:300] if lines else type(e).__name__
 
 
 def cmd_export(args: argparse.Namespace) -> int:
