@@ -27,6 +27,7 @@ __all__ = [
     "AdversaryConfig",
     "BACKBONES",
     "CheckpointError",
+    "Client",
     "Config",
     "ConfigError",
     "DATASETS",
@@ -54,3 +55,11 @@ __all__ = [
     "split_points",
     "train",
 ]
+
+
+def __getattr__(name: str):  # noqa: ANN202 - the deployment client loads on first use
+    if name == "Client":
+        from .serve.client import Client
+
+        return Client
+    raise AttributeError(f"module 'privsplit' has no attribute {name!r}")

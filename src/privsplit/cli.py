@@ -1,4 +1,4 @@
-"""Command line: ``privsplit train | info`` (more subcommands register here).
+"""Command line: ``privsplit train | info | serve | infer | export`` (more subcommands register here).
 
 Errors in the user's input print one line and exit with status 2, never a
 stack trace.
@@ -169,7 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show-config", action="store_true", help="print the fully resolved config as YAML and exit")
     p.set_defaults(func=cmd_info)
 
-    for register in EXTRA_COMMANDS:
+    # Deployment commands: their bodies live in their own modules.
+    from .export import add_parser as add_export
+    from .serve.client import add_parser as add_infer
+    from .serve.server import add_parser as add_serve
+
+    for register in (add_serve, add_infer, add_export, *EXTRA_COMMANDS):
         register(sub)
     return parser
 

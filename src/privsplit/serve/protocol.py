@@ -1,0 +1,88 @@
+"""The wire format, re-exported from :mod:`privsplit_edge.protocol` (where it is
+documented), plus what needs the run folder: the run's identity.
+
+The format lives in ``privsplit_edge`` so that the edge client can use it
+without importing torch (``privsplit/__init__.py`` imports torch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from privsplit_edge.errors import EdgeError, IdentityMismatch, ServerError, WireFormatError
+from privsplit_edge.protocol import (
+    API,
+    CONTENT_TYPE,
+    DTYPE_NAMES,
+    MAX_HEADER_BYTES,
+    decode_z,
+    encode_z,
+    expected_message,
+    identity_mismatches,
+)
+
+from ..errors import CheckpointError, PrivsplitError
+
+__all__ = [
+    "API",
+    "CONTENT_TYPE",
+    "DTYPE_NAMES",
+    "MAX_HEADER_BYTES",
+    "EdgeError",
+    "IdentityMismatch",
+    "ServeError",
+    "ServerError",
+    "WireFormatError",
+    "decode_z",
+    "encode_z",
+    "expected_message",
+    "fingerprint",
+    "identity_mismatches",
+    "run_identity",
+]
+
+
+class ServeError(PrivsplitError):
+    """A client/server problem: unreachable server, another model on the server, a refused request."""
+
+
+def fingerprint(path: Path) -> str:
+    """``sha256:<hex>`` of a file's bytes."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist: is this a finished run folder?")
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def run_identity(run_dir: str | Path) -> dict[str, Any]:
+    """What client and server must agree on, from the run folder alone.
+
+    ``fingerprint`` is the sha256 of ``heads.safetensors`` (the server's
+    weights); both sides hold the run folder, so both can compute it.
+    """
+    from ..config import load_config
+    from ..run import read_run_record
+
+    rd = Path(run_dir)
+    record = read_run_record(rd)
+    cfg = load_config(rd / "config.yaml")
+    labels = record["task"]["labels"]
+    return json.loads(
+        json.dumps(
+            {
+                "method": cfg.method,
+                "backbone": cfg.model.backbone,
+                "split": cfg.model.split,
+                "z_shape": record["z_shape"],
+                "image_shape": record["task"]["image_shape"],
+                "heads": [{"name": h.name, "target": h.target, "labels": labels[h.target]} for h in cfg.heads],
+                "fingerprint": fingerprint(rd / "heads.safetensors"),
+            }
+        )
+    )

@@ -1,0 +1,245 @@
+"""A real uvicorn server on 127.0.0.1, real HTTP clients: round trips, bad input, tokens."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from privsplit.cli import main
+from privsplit.serve import Client, ServeError
+from privsplit.serve.protocol import encode_z
+from privsplit.serve.server import BackgroundServer, create_app, is_loopback
+
+HEADS = "heads=[{name: task, target: utility}, {name: digit, target: private}]"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from tests.conftest import TINY
+
+    out = tmp_path_factory.mktemp("serve") / "run"
+    sets = [*TINY, "model.split=rn18_2", "reduction=[{op: noise, sigma: 0.5}]", HEADS]
+    assert main(["train", "--out", str(out), "--no-progress", *sum((["--set", s] for s in sets), [])]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(run_dir):
+    with BackgroundServer(create_app(run_dir, max_batch=4)) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+def in_process(run_dir, x, seed, head="task"):
+    from privsplit.run import load_run
+
+    model = load_run(run_dir, parts=("obfuscator", "heads")).model
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return model.heads[head](model.obfuscator(x)).softmax(1).numpy()
+
+
+def test_round_trip_matches_in_process_prediction(run_dir, server, images):
+    import privsplit
+
+    assert privsplit.Client is Client
+    client = Client(run_dir, server.url)
+    torch.manual_seed(7)
+    results = client.infer(images)  # 6 images, server max_batch 4: sent in two requests
+    want = in_process(run_dir, images, seed=7)
+    got = np.array([r["probabilities"] for r in results])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    labels = ["even", "odd"]
+    assert [r["label"] for r in results] == [labels[i] for i in want.argmax(1)]
+    assert all(abs(r["probability"] - max(r["probabilities"])) < 1e-9 for r in results)
+
+
+def test_every_head_and_float16(run_dir, server, images):
+    client = Client(run_dir, server.url, dtype="float16")
+    torch.manual_seed(1)
+    res = client.infer(images[:3], head="digit")
+    assert len(res) == 3 and all(len(r["probabilities"]) == 10 for r in res)
+    assert all(r["label"] in [str(d) for d in range(10)] for r in res)
+    want = in_process(run_dir, images[:3], seed=1, head="digit")
+    np.testing.assert_allclose([r["probabilities"] for r in res], want, atol=5e-3)  # float16 on the wire
+
+
+def test_model_endpoint_describes_the_run(run_dir, server):
+    info = httpx.get(f"{server.url}/v1/model").json()
+    run = json.loads((run_dir / "run.json").read_text())
+    assert info["z_shape"] == run["z_shape"] == [128, 2, 2]
+    assert info["split"] == "rn18_2" and info["method"] == "ours" and info["dtypes"] == ["float32", "float16"]
+    assert [h["name"] for h in info["heads"]] == ["task", "digit"]
+    import hashlib
+
+    assert info["fingerprint"] == "sha256:" + hashlib.sha256((run_dir / "heads.safetensors").read_bytes()).hexdigest()
+    assert httpx.get(f"{server.url}/v1/health").json() == {"status": "ok"}
+
+
+def good_body(n=2):
+    return encode_z(np.random.default_rng(n).standard_normal((n, 128, 2, 2)).astype(np.float32))
+
+
+def bad_requests(url):
+    z = np.zeros((1, 128, 2, 2), np.float32)
+    from safetensors.numpy import save
+
+    def chunks():  # no Content-Length: the limit is enforced while reading
+        for _ in range(40):
+            yield b"\0" * 1024
+
+    yield "garbage", 400, httpx.post(f"{url}/v1/infer", content=b"not a tensor at all")
+    yield "truncated", 400, httpx.post(f"{url}/v1/infer", content=good_body()[:-10])
+    yield "wrong shape", 422, httpx.post(f"{url}/v1/infer", content=encode_z(np.zeros((1, 128, 4, 1), np.float32)))
+    yield "wrong dtype", 422, httpx.post(f"{url}/v1/infer", content=save({"z": z.astype(np.float64)}))
+    yield "nan", 422, httpx.post(f"{url}/v1/infer", content=encode_z(z + np.nan))
+    yield "inf", 422, httpx.post(f"{url}/v1/infer", content=encode_z(z - np.inf, "float16"))
+    yield "too many samples", 422, httpx.post(f"{url}/v1/infer", content=good_body(5))
+    yield "body too large", 413, httpx.post(f"{url}/v1/infer", content=b"\0" * 100_000)
+    yield "streamed too large", 413, httpx.post(f"{url}/v1/infer", content=chunks())
+    yield "unknown head", 404, httpx.post(f"{url}/v1/infer?head=nope", content=good_body())
+    yield "GET on infer", 405, httpx.get(f"{url}/v1/infer")
+
+
+def test_bad_input_gets_4xx_and_the_server_keeps_serving(server):
+    for name, status, r in bad_requests(server.url):
+        assert r.status_code == status, (name, r.status_code, r.text)
+        if status != 405:
+            err = r.json()
+            assert err["error"], name
+            if status in (400, 413, 422):
+                assert err["expected"]["shape"] == ["N", 128, 2, 2], name
+        ok = httpx.post(f"{server.url}/v1/infer", content=good_body())
+        assert ok.status_code == 200 and ok.json()["n"] == 2, name
+
+
+def test_client_refuses_another_model_before_sending(run_dir, server, images, tmp_path):
+    from privsplit.train.checkpoint import read_weights, save_weights
+
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other, ignore=shutil.ignore_patterns("checkpoints", "export"))
+    heads = read_weights(other / "heads.safetensors")
+    save_weights(other / "heads.safetensors", {k: v + 0.01 if v.is_floating_point() else v for k, v in heads.items()})
+    app = server.server.config.app
+    before = app.state.infer_requests
+    with pytest.raises(ServeError, match="different model.*fingerprint"):
+        Client(other, server.url).infer(images[:1])
+    assert app.state.infer_requests == before, "nothing may be sent to a server that runs another model"
+
+
+def test_token_required(run_dir, images, tmp_path):
+    token = "s3cret-token-0123456789abcdef"
+    with BackgroundServer(create_app(run_dir, token=token)) as srv:
+        for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789abcdef"}, {"Authorization": token}):
+            for r in (httpx.post(f"{srv.url}/v1/infer", content=good_body(), headers=headers),
+                      httpx.get(f"{srv.url}/v1/model", headers=headers)):
+                assert r.status_code == 401 and "bearer token" in r.json()["error"]
+                assert r.headers["www-authenticate"] == "Bearer"
+        assert httpx.get(f"{srv.url}/v1/health").status_code == 200
+        ok = httpx.post(f"{srv.url}/v1/infer", content=good_body(), headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200
+        with pytest.raises(ServeError, match="401"):
+            Client(run_dir, srv.url).infer(images[:1])
+        assert len(Client(run_dir, srv.url, token=token).infer(images[:2])) == 2
+
+
+def test_serve_refuses_public_host_without_token(run_dir, capsys, tmp_path):
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2")
+    assert main(["serve", str(run_dir), "--host", "0.0.0.0"]) == 2
+    assert "without a token" in capsys.readouterr().err
+    short = tmp_path / "token"
+    short.write_text("abc\n")
+    assert main(["serve", str(run_dir), "--token-file", str(short)]) == 2
+    assert "at least 16 characters" in capsys.readouterr().err
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_cli_server_with_torch_free_edge_client_and_cli_client(run_dir, tmp_path, images, capsys):
+    """`privsplit serve` in a subprocess; the ONNX edge client in a process where torch cannot be
+    imported gives the same answers as the PyTorch client (deterministic chain: seeds do not apply)."""
+    # A copy of the run whose client drops the noise (sigma 0): deterministic, same server-side weights.
+    det = tmp_path / "det"
+    shutil.copytree(run_dir, det, ignore=shutil.ignore_patterns("checkpoints", "export"))
+    cfg = yaml.safe_load((det / "config.yaml").read_text())
+    cfg["reduction"] = [{"op": "noise", "sigma": 0.0}]
+    (det / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["export", str(det), "--format", "onnx"]) == 0
+
+    token_file = tmp_path / "token"
+    token_file.write_text("edge-token-0123456789abcdef\n")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "privsplit", "serve", str(run_dir), "--port", str(port), "--token-file", str(token_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/v1/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() is not None else "timeout"
+            time.sleep(0.2)
+
+        paths = []
+        for i, x in enumerate(images[:3]):
+            p = tmp_path / f"img{i}.png"
+            Image.fromarray((x.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).resize((20, 24)).save(p)
+            paths.append(str(p))
+        edge_out = tmp_path / "edge.json"
+        argv = ["infer", str(det / "export"), *paths, "--server", url, "--token-file", str(token_file), "--out", str(edge_out)]
+        code = (
+            "import sys; sys.modules['torch'] = None\n"  # `import torch` fails in this process
+            "from privsplit_edge.client import main\n"
+            f"rc = main({argv!r})\n"
+            "assert 'privsplit' not in sys.modules\n"
+            "sys.exit(rc)\n"
+        )
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        assert r.returncode == 0, r.stderr
+        edge = json.loads(edge_out.read_text())
+
+        out = tmp_path / "res.json"
+        assert main(["infer", str(det), *paths, "--server", url, "--token-file", str(token_file), "--out", str(out)]) == 0
+        torch_res = json.loads(out.read_text())
+        assert [t["image"] for t in torch_res] == paths
+        np.testing.assert_allclose([e["probabilities"] for e in edge], [t["probabilities"] for t in torch_res], atol=1e-5)
+        assert [e["label"] for e in edge] == [t["label"] for t in torch_res]
+
+        # The torch client's ONNX backend and the printed form.
+        assert main(["infer", str(det), *paths, "--server", url, "--token-file", str(token_file), "--backend", "onnx"]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()[-3:]
+        assert [ln.split("\t")[0] for ln in lines] == [t["label"] for t in torch_res]
+        assert [ln.split("\t")[2] for ln in lines] == paths
+        # Without the token the CLI client gets a one-line error.
+        assert main(["infer", str(det), paths[0], "--server", url]) == 2
+        assert "401" in capsys.readouterr().err
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
