@@ -122,6 +122,8 @@ def test_noise_rule_rejects_large_noiseless_representation():
     enc, _ = split_backbone("resnet18", "rn18_1", 2)  # 64x8x8 = 4096 > 3x32x32 = 3072
     with pytest.raises(ConfigError, match="no 'noise' op"):
         Obfuscator(enc, Reduction.from_config([]), (3, 32, 32))
+    with pytest.raises(ConfigError, match="no 'noise' op"):
+        Obfuscator(enc, Reduction.from_config([{"op": "noise", "sigma": 0}]), (3, 32, 32))
     Obfuscator(enc, Reduction.from_config([{"op": "noise", "sigma": 1}]), (3, 32, 32))
     Obfuscator(enc, Reduction.from_config([{"op": "resize", "size": 4}]), (3, 32, 32))
     Obfuscator(enc, Reduction.from_config([]), (3, 32, 32), allow_no_noise=True)

@@ -53,7 +53,8 @@ class Reduction(nn.Sequential):
 
     @property
     def has_noise(self) -> bool:
-        return any(op.name == "noise" for op in self)
+        # sigma = 0 adds nothing: it does not satisfy the noise rule.
+        return any(op.name == "noise" and op.sigma > 0 for op in self)
 
     @property
     def random(self) -> bool:
