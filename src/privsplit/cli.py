@@ -169,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show-config", action="store_true", help="print the fully resolved config as YAML and exit")
     p.set_defaults(func=cmd_info)
 
+    from .evaluate_cli import add_commands as add_evaluate_commands
+
+    add_evaluate_commands(sub)
+
     for register in EXTRA_COMMANDS:
         register(sub)
     return parser
