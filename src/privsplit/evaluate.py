@@ -46,6 +46,7 @@ class EvalOptions:
         encode_batch_size: batch size for computing ``z``.
         lpips_weights: LPIPS weights file (else ``$PRIVSPLIT_LPIPS_WEIGHTS``; else LPIPS is unavailable).
         latency_repeats: batch-1 CPU forward passes timed for the latency (0: skip).
+        latency_threads: torch threads while timing (1: one core of an edge device).
         progress: progress bars (None: only on a terminal).
         log: where progress lines go.
     """
@@ -57,6 +58,7 @@ class EvalOptions:
     encode_batch_size: int = 256
     lpips_weights: str | None = None
     latency_repeats: int = 20
+    latency_threads: int = 1
     progress: bool | None = None
     log: Callable[[str], None] = print
 
@@ -226,7 +228,8 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None, out_di
     results["privacy"] = attr["accuracy"] if attr else None
     results["privacy_chance"] = attr["chance"] if attr else None
     results["delta"] = results["utility"] - attr["accuracy"] if attr else None
-    results["cost"] = client_cost(run.model.obfuscator, tuple(data.info.image_shape), options.latency_repeats)
+    results["cost"] = client_cost(run.model.obfuscator, tuple(data.info.image_shape), options.latency_repeats,
+                                  options.latency_threads)
     results["lpips_weights"] = lpips.source if lpips else None
     results["wall_s"] = round(time.time() - t0, 1)
     results["versions"] = {"torch": torch.__version__, "privsplit": _version()}

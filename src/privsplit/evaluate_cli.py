@@ -40,7 +40,9 @@ def _common_args(p: argparse.ArgumentParser) -> None:
                         "(default $PRIVSPLIT_LPIPS_WEIGHTS; none: LPIPS unavailable)")
     p.add_argument("--latency-repeats", type=int, default=20, metavar="N",
                    help="batch-1 CPU forward passes timed for the latency (0: skip; default 20)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--latency-threads", type=int, default=1, metavar="N",
+                   help="torch threads while timing the latency (default 1: one core of an edge device)")
+    p.add_argument("--threads", type=int, help="torch CPU threads for computing z and training attackers")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -63,6 +65,7 @@ def _options(args: argparse.Namespace, attacks: list[str]):  # noqa: ANN202
         seed=args.seed,
         lpips_weights=args.lpips_weights,
         latency_repeats=args.latency_repeats,
+        latency_threads=args.latency_threads,
         progress=False if args.no_progress else None,
     )
 

@@ -113,22 +113,35 @@ def payload_bytes(z_shape: tuple[int, ...], bytes_per_value: int = 4) -> int:
     return math.prod(z_shape) * bytes_per_value
 
 
-def cpu_latency_ms(module: nn.Module, in_shape: tuple[int, ...], repeats: int = 30, warmup: int = 3) -> float:
-    """Median wall time of a batch-1 forward pass on the CPU, in milliseconds."""
+def cpu_latency_ms(
+    module: nn.Module, in_shape: tuple[int, ...], repeats: int = 30, warmup: int = 3, threads: int | None = 1
+) -> float:
+    """Median wall time of a batch-1 forward pass on the CPU, in milliseconds.
+
+    ``threads`` torch threads are used while timing (default 1, one core of an
+    edge device; None keeps the current setting). Several threads on a
+    loaded machine give erratic numbers.
+    """
     module = module.to("cpu").eval()
     x = torch.rand((1, *in_shape))
     times = []
-    with torch.no_grad():
-        for i in range(warmup + repeats):
-            t0 = time.perf_counter()
-            module(x)
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1e3)
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            for i in range(warmup + repeats):
+                t0 = time.perf_counter()
+                module(x)
+                if i >= warmup:
+                    times.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        torch.set_num_threads(before)
     return statistics.median(times)
 
 
 def client_cost(
-    obfuscator: nn.Module, image_shape: tuple[int, int, int], latency_repeats: int = 30
+    obfuscator: nn.Module, image_shape: tuple[int, int, int], latency_repeats: int = 30, latency_threads: int = 1
 ) -> dict[str, Any]:
     """Every client-side cost of an obfuscator (encoder + reduction) in one dict.
 
@@ -145,8 +158,10 @@ def client_cost(
         "bytes_per_sample_float32": payload_bytes(z_shape, 4),
         "bytes_per_sample_float16": payload_bytes(z_shape, 2),
         "image_bytes_uint8": math.prod(image_shape),
-        "latency_ms_cpu_batch1": cpu_latency_ms(obfuscator, image_shape, latency_repeats) if latency_repeats else None,
-        "latency_threads": torch.get_num_threads(),
+        "latency_ms_cpu_batch1": (
+            cpu_latency_ms(obfuscator, image_shape, latency_repeats, threads=latency_threads) if latency_repeats else None
+        ),
+        "latency_threads": latency_threads,
         "counting": "multiply-adds x2; conv/linear per weight use, batchnorm 2/elem, relu 1/elem, pool 1/input elem, residual add 1/elem",
     }
 
