@@ -201,7 +201,10 @@ def plot_training_curves(run_dir: Path, results: dict[str, Any], path: Path) -> 
             axes[2].plot(range(1, len(f["test_acc"]) + 1), [100 * v for v in f["test_acc"]], marker="o", label=f"attacker {fam}")
         axes[2].axhline(100 * a["chance"], color="grey", ls="--", label="chance")
     axes[2].set(title="attacker test accuracy (after training)", xlabel="attacker epoch", ylabel="%")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     fig.tight_layout()
