@@ -13,7 +13,6 @@ median batch-1 CPU latency of each encoder in PyTorch and in ONNX Runtime
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
 import sys
