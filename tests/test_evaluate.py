@@ -130,3 +130,11 @@ def test_unknown_attack_and_bad_lpips_file_and_non_data_override(run_dir, tmp_pa
 def test_cli_help_lists_commands():
     r = run_cli("evaluate", "--help")
     assert r.returncode == 0 and "--lpips-weights" in r.stdout and "--attack-epochs" in r.stdout
+
+
+def test_too_large_a_cache_is_refused_with_a_suggestion(run_dir):
+    from privsplit.errors import ConfigError
+    from privsplit.evaluate import EvalOptions, evaluate_run
+
+    with pytest.raises(ConfigError, match="data.limit_train="):
+        evaluate_run(run_dir, EvalOptions(max_cache_gib=1e-6, progress=False, log=lambda s: None), run_dir / "never")

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ class EvalOptions:
         lpips_weights: LPIPS weights file (else ``$PRIVSPLIT_LPIPS_WEIGHTS``; else LPIPS is unavailable).
         latency_repeats: batch-1 CPU forward passes timed for the latency (0: skip).
         latency_threads: torch threads while timing (1: one core of an edge device).
+        max_cache_gib: refuse to cache more than this much ``z`` (and images) in memory.
         progress: progress bars (None: only on a terminal).
         log: where progress lines go.
     """
@@ -59,6 +61,7 @@ class EvalOptions:
     lpips_weights: str | None = None
     latency_repeats: int = 20
     latency_threads: int = 1
+    max_cache_gib: float = 16.0
     progress: bool | None = None
     log: Callable[[str], None] = print
 
@@ -123,8 +126,18 @@ def load_eval_data(run: Run, options: EvalOptions, keep_images: bool) -> tuple[E
     obf = run.model.obfuscator.eval()
     for p in obf.parameters():
         p.requires_grad_(False)
-    z_train, y_train, x_train = encode(obf, train, options, seed=options.seed, keep_images=keep_images, desc="z train")
-    z_test, y_test, x_test = encode(obf, test, options, seed=options.seed + 1, keep_images=keep_images, desc="z test")
+    per_sample = 4 * math.prod(obf.z_shape) + (math.prod(info.image_shape) if keep_images else 0)
+    need = (len(train) + len(test)) * per_sample / 2**30
+    if need > options.max_cache_gib:
+        fit = int(options.max_cache_gib * 2**30 / per_sample)
+        raise ConfigError(
+            f"caching z{' and the images' if keep_images else ''} of {len(train)} + {len(test)} images needs "
+            f"{need:.1f} GiB (limit {options.max_cache_gib:g} GiB): evaluate on a random sample, e.g. "
+            f"--set data.limit_train={max(1, int(fit * 0.8))} --set data.limit_test={max(1, fit - int(fit * 0.8))}"
+        )
+    nw = data_cfg.num_workers
+    z_train, y_train, x_train = encode(obf, train, options, options.seed, keep_images, "z train", nw)
+    z_test, y_test, x_test = encode(obf, test, options, options.seed + 1, keep_images, "z test", nw)
     data = EvalData(run.config, info, z_train, z_test, y_train, y_test, x_train, x_test)
     return data, test
 
@@ -144,7 +157,13 @@ def _sample(ds: LabeledImages, n: int | None, seed: int) -> LabeledImages:
 
 @torch.no_grad()
 def encode(
-    obfuscator: torch.nn.Module, ds: LabeledImages, options: EvalOptions, seed: int, keep_images: bool, desc: str = "z"
+    obfuscator: torch.nn.Module,
+    ds: LabeledImages,
+    options: EvalOptions,
+    seed: int,
+    keep_images: bool,
+    desc: str = "z",
+    num_workers: int = 0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
     """``z`` of every image of ``ds`` (random ops drawn fresh per sample from a
     generator seeded with ``seed``), its labels, and the uint8 images if asked."""
@@ -155,7 +174,7 @@ def encode(
     bs = options.encode_batch_size
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        it = batches(ds, torch.arange(len(ds)), bs)
+        it = batches(ds, torch.arange(len(ds)), bs, num_workers)
         for x, y in tqdm(it, total=-(-len(ds) // bs), desc=desc, unit="batch", leave=False, file=sys.stderr,
                          disable=None if options.progress is None else not options.progress):
             zs.append(obfuscator(x).float())
