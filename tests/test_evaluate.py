@@ -56,8 +56,10 @@ def test_report_has_chance_verdicts_and_convergence_warnings(evaluated):
 
 def test_attack_command_runs_one_attack(run_dir, tmp_path, capsys):
     out = tmp_path / "a"
-    assert main(["attack", str(run_dir), "--attack", "attribute", "--families", "mlp", "--out", str(out), *QUICK]) == 0
+    assert main(["attack", str(run_dir), "--attack", "attribute", "--families", "mlp", "--attack-augment",
+                 "--out", str(out), *QUICK]) == 0
     r = json.loads((out / "results.json").read_text())
+    assert r["attacks"]["attribute"]["augment"] is True
     assert list(r["attacks"]) == ["attribute"] and list(r["attacks"]["attribute"]["families"]) == ["mlp"]
     assert "attribute attack (private)" in capsys.readouterr().out
 

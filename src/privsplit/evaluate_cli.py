@@ -33,6 +33,8 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attack-lr", type=float, default=1e-3, metavar="LR", help="attacker Adam learning rate (default 1e-3)")
     p.add_argument("--families", default="head,mlp", metavar="LIST",
                    help="attribute attacker families, comma-separated (default head,mlp)")
+    p.add_argument("--attack-augment", action="store_true",
+                   help="mirror spatial z left-right at random while training attribute attackers")
     p.add_argument("--target", default="private", help="label the attribute attack predicts (default private)")
     p.add_argument("--seed", type=int, default=0, help="seed of the obfuscator's random ops and the attackers (default 0)")
     p.add_argument("--lpips-weights", metavar="FILE",
@@ -61,7 +63,8 @@ def _options(args: argparse.Namespace, attacks: list[str]):  # noqa: ANN202
         attacks=check_attacks(attacks),
         overrides=overrides,
         attack=AttackOptions(epochs=args.attack_epochs, batch_size=args.attack_batch_size, lr=args.attack_lr,
-                             seed=args.seed, families=families, target=args.target),
+                             seed=args.seed, families=families, target=args.target,
+                             augment=args.attack_augment),
         seed=args.seed,
         lpips_weights=args.lpips_weights,
         latency_repeats=args.latency_repeats,

@@ -135,7 +135,8 @@ def run_markdown(r: dict[str, Any]) -> str:
                       f"| {pct(f['best_acc'])} | {pct(a['chance'])} |")
         md.append(f"| **privacy** = best attacker | **{pct(a['accuracy'])}** | {pct(a['chance'])} |")
         md.append(f"| **delta** = utility - privacy | **{100 * r['delta']:+.2f} points** | |")
-        md += ["", f"Attackers: Adam lr {a['lr']}, batch {a['batch_size']}, {a['epochs']} epochs on cached z, seed {a['seed']}; "
+        md += ["", f"Attackers: Adam lr {a['lr']}, batch {a['batch_size']}, {a['epochs']} epochs on cached z, seed {a['seed']}"
+               f"{', z mirrored at random (augmentation)' if a.get('augment') else ''}; "
                f"'leaks' means above {pct(a['leak_threshold'])} (chance + max(1 point, 3 standard errors))."]
     rec = r["attacks"].get("reconstruction")
     if rec:

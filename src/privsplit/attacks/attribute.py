@@ -93,7 +93,11 @@ def train_attacker(
         total, n = 0.0, 0
         for i in range(0, len(order), bs):
             idx = order[i : i + bs]
-            loss = F.cross_entropy(model(z_train[idx]), y_train[idx])
+            z = z_train[idx]
+            if options.augment and z.dim() == 4:
+                flip = torch.rand(len(z), generator=gen) < 0.5
+                z = torch.where(flip.view(-1, 1, 1, 1), z.flip(-1), z)
+            loss = F.cross_entropy(model(z), y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -162,6 +166,7 @@ class AttributeAttack(Attack):
             "lr": options.lr,
             "batch_size": options.batch_size,
             "seed": options.seed,
+            "augment": options.augment,
             "n_train": len(data.z_train),
             "n_test": len(data.z_test),
         }

@@ -51,6 +51,8 @@ class AttackOptions:
         target: label the attribute attack predicts.
         converge_margin: relative drop of the training loss in the last epoch
             (below the best of the earlier epochs) that flags an attacker as not converged.
+        augment: randomly mirror spatial ``z`` left-right while training attribute
+            attackers (features of a mirrored image are close to mirrored features).
         out_dir: where attacks write files (reconstruction grid).
         progress: show progress bars (None: only on a terminal).
         log: where progress lines go.
@@ -63,6 +65,7 @@ class AttackOptions:
     families: tuple[str, ...] = ("head", "mlp")
     target: str = "private"
     converge_margin: float = 0.01
+    augment: bool = False
     out_dir: Path | None = None
     progress: bool | None = None
     log: Callable[[str], None] = print
