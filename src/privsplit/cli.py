@@ -1,4 +1,4 @@
-"""Command line: ``privsplit train | info | serve | infer | export`` (more subcommands register here).
+"""Command line: ``privsplit train | info | evaluate | attack | serve | infer | export``.
 
 Errors in the user's input print one line and exit with status 2, never a
 stack trace.
@@ -11,7 +11,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 from .errors import PrivsplitError
 
@@ -169,18 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show-config", action="store_true", help="print the fully resolved config as YAML and exit")
     p.set_defaults(func=cmd_info)
 
-    # Deployment commands: their bodies live in their own modules.
+    # Each command's body lives in its own module, imported here.
+    from .evaluate_cli import add_commands as add_evaluate
     from .export import add_parser as add_export
     from .serve.client import add_parser as add_infer
     from .serve.server import add_parser as add_serve
 
-    for register in (add_serve, add_infer, add_export, *EXTRA_COMMANDS):
+    for register in (add_evaluate, add_serve, add_infer, add_export):
         register(sub)
     return parser
-
-
-# Modules that add subcommands append a function (subparsers) -> None here.
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def _version() -> str:

@@ -138,6 +138,9 @@ def load_dataset(cfg: DataConfig) -> tuple[LabeledImages, LabeledImages, TaskInf
     size = cfg.image_size or spec.default_size
     if size < 8:
         raise ConfigError(f"data.image_size must be at least 8, got {size}")
+    for name, n in (("limit_train", cfg.limit_train), ("limit_test", cfg.limit_test)):
+        if n is not None and n < 1:
+            raise ConfigError(f"data.{name} must be at least 1 (or null for all), got {n}")
     if not 0 < cfg.test_fraction < 1:
         raise ConfigError(f"data.test_fraction must be in (0, 1), got {cfg.test_fraction}")
     if spec.needs_root:

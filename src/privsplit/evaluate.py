@@ -1,0 +1,281 @@
+"""``privsplit evaluate`` and ``privsplit attack``: measure a trained run.
+
+The obfuscator is frozen and used exactly as deployed: batch norm in eval
+mode, its random ops on, fresh randomness per sample (seeded). ``z`` of both
+splits is computed once and every attacker trains on the cached tensors.
+
+Example:
+    >>> results = evaluate_run("runs/digits-ours-rn18_3-20260101-120000")  # doctest: +SKIP
+    >>> results["privacy"], results["utility"]                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm import tqdm
+
+from .attacks import ATTACKS, AttackOptions, EvalData
+from .config import apply_overrides
+from .data.base import LabeledImages, load_dataset
+from .errors import CheckpointError, ConfigError, DataError
+from .metrics.accuracy import chance_level
+from .metrics.cost import client_cost
+from .metrics.image import load_lpips
+from .run import Run, load_run, read_run_record
+
+DEFAULT_ATTACKS = ("attribute", "reconstruction")
+
+
+@dataclass
+class EvalOptions:
+    """What ``evaluate`` measures and how.
+
+    Attributes:
+        attacks: names in ``ATTACKS`` to run.
+        overrides: ``data.*`` settings changed from the run's config
+            (``data.root=DIR``, ``data.limit_train=2000``, ...).
+        attack: how attackers are trained.
+        seed: seeds the obfuscator's random ops while computing ``z``.
+        encode_batch_size: batch size for computing ``z``.
+        lpips_weights: LPIPS weights file (else ``$PRIVSPLIT_LPIPS_WEIGHTS``; else LPIPS is unavailable).
+        latency_repeats: batch-1 CPU forward passes timed for the latency (0: skip).
+        latency_threads: torch threads while timing (1: one core of an edge device).
+        max_cache_gib: refuse to cache more than this much ``z`` (and images) in memory.
+        progress: progress bars (None: only on a terminal).
+        log: where progress lines go.
+    """
+
+    attacks: tuple[str, ...] = DEFAULT_ATTACKS
+    overrides: list[str] = field(default_factory=list)
+    attack: AttackOptions = field(default_factory=AttackOptions)
+    seed: int = 0
+    encode_batch_size: int = 256
+    lpips_weights: str | None = None
+    latency_repeats: int = 20
+    latency_threads: int = 1
+    max_cache_gib: float = 16.0
+    progress: bool | None = None
+    log: Callable[[str], None] = print
+
+
+def check_attacks(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Validate attack names (raises ConfigError listing the valid ones)."""
+    if not names:
+        raise ConfigError(f"name at least one attack; valid choices: {', '.join(ATTACKS.names())}")
+    for n in names:
+        ATTACKS.get(n)
+    return tuple(names)
+
+
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    """Run folders named directly, or found one level below a folder of runs."""
+    runs: list[Path] = []
+    for p in map(Path, paths):
+        if (p / "config.yaml").is_file():
+            runs.append(p)
+        elif p.is_dir():
+            found = sorted(q for q in p.iterdir() if (q / "config.yaml").is_file())
+            if not found:
+                raise CheckpointError(f"{p} is neither a privsplit run folder (no config.yaml) nor a folder of runs")
+            runs += found
+        else:
+            raise CheckpointError(f"{p} does not exist")
+    return runs
+
+
+def _data_config(run: Run, overrides: list[str]):  # noqa: ANN202
+    bad = [o for o in overrides if not o.partition("=")[0].startswith("data.")]
+    if bad:
+        raise ConfigError(
+            f"evaluate can change only data.* settings (the model is the trained one); not: {', '.join(bad)}"
+        )
+    return apply_overrides(run.config, overrides).data
+
+
+def load_eval_data(run: Run, options: EvalOptions, keep_images: bool) -> tuple[EvalData, LabeledImages]:
+    """Reload the run's data set, check its labels, and compute ``z`` of both splits once."""
+    data_cfg = _data_config(run, options.overrides)
+    # data.limit_* draw seeded random subsets (load_dataset), so a limited run is
+    # evaluated on the same images it was trained and tested on.
+    train, test, info = load_dataset(data_cfg)
+    expected = run.record["task"]
+    if info.labels != expected["labels"]:
+        diff = [t for t in set(info.labels) | set(expected["labels"]) if info.labels.get(t) != expected["labels"].get(t)]
+        raise DataError(
+            f"the data set's labels do not match the run's: {', '.join(sorted(diff))} "
+            f"(data: {_short(info.labels)}; run {run.dir}: {_short(expected['labels'])}). "
+            f"Evaluate on the data set the run was trained on ({expected['dataset']})"
+        )
+    if list(info.image_shape) != list(expected["image_shape"]):
+        raise DataError(
+            f"images are {tuple(info.image_shape)} but the run was trained on {tuple(expected['image_shape'])}; "
+            "do not change data.image_size at evaluation"
+        )
+    if len(train) < 2 or len(test) < 1:
+        raise DataError(f"need at least 2 training and 1 test image, got {len(train)} and {len(test)}")
+    obf = run.model.obfuscator.eval()
+    for p in obf.parameters():
+        p.requires_grad_(False)
+    per_sample = 4 * math.prod(obf.z_shape) + (math.prod(info.image_shape) if keep_images else 0)
+    need = (len(train) + len(test)) * per_sample / 2**30
+    if need > options.max_cache_gib:
+        fit = int(options.max_cache_gib * 2**30 / per_sample)
+        raise ConfigError(
+            f"caching z{' and the images' if keep_images else ''} of {len(train)} + {len(test)} images needs "
+            f"{need:.1f} GiB (limit {options.max_cache_gib:g} GiB): evaluate on a random sample, e.g. "
+            f"--set data.limit_train={max(1, int(fit * 0.8))} --set data.limit_test={max(1, fit - int(fit * 0.8))}"
+        )
+    nw = data_cfg.num_workers
+    z_train, y_train, x_train = encode(obf, train, options, options.seed, keep_images, "z train", nw)
+    z_test, y_test, x_test = encode(obf, test, options, options.seed + 1, keep_images, "z test", nw)
+    data = EvalData(run.config, info, z_train, z_test, y_train, y_test, x_train, x_test)
+    return data, test
+
+
+@torch.no_grad()
+def encode(
+    obfuscator: torch.nn.Module,
+    ds: LabeledImages,
+    options: EvalOptions,
+    seed: int,
+    keep_images: bool,
+    desc: str = "z",
+    num_workers: int = 0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
+    """``z`` of every image of ``ds`` (random ops drawn fresh per sample from a
+    generator seeded with ``seed``), its labels, and the uint8 images if asked."""
+    from .train.engine import batches
+
+    zs, xs = [], []
+    labels: dict[str, list[torch.Tensor]] = {}
+    bs = options.encode_batch_size
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        it = batches(ds, torch.arange(len(ds)), bs, num_workers)
+        for x, y in tqdm(it, total=-(-len(ds) // bs), desc=desc, unit="batch", leave=False, file=sys.stderr,
+                         disable=None if options.progress is None else not options.progress):
+            zs.append(obfuscator(x).float())
+            for k, v in y.items():
+                labels.setdefault(k, []).append(v)
+            if keep_images:
+                xs.append((x * 255).round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(zs), {k: torch.cat(v) for k, v in labels.items()}, (torch.cat(xs) if keep_images else None)
+
+
+@torch.no_grad()
+def utility(run: Run, data: EvalData) -> dict[str, Any]:
+    """Test accuracy of each trained head on the cached ``z`` of the test split."""
+    out = {}
+    for name, head in run.model.heads.items():
+        head.eval()
+        target = run.model.head_targets[name]
+        hits = 0
+        for i in range(0, len(data.z_test), 512):
+            hits += int((head(data.z_test[i : i + 512]).argmax(1) == data.y_test[target][i : i + 512]).sum())
+        out[name] = {"target": target, "accuracy": hits / len(data.z_test), "chance": chance_level(data.y_test[target])}
+    return out
+
+
+def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None, out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Measure one finished run: utility, every attack, client cost. Writes
+    ``results.json``, ``report.md`` and plots to ``out_dir`` (default
+    ``RUN_DIR/eval``) and returns the results."""
+    from . import report
+
+    options = options or EvalOptions()
+    attacks = check_attacks(options.attacks)
+    run_dir = Path(run_dir)
+    read_run_record(run_dir)  # a clear error for an unfinished run, before any work
+    out = Path(out_dir) if out_dir is not None else run_dir / "eval"
+    lpips = load_lpips(options.lpips_weights) if "reconstruction" in attacks else None
+    t0 = time.time()
+    torch.manual_seed(options.seed)
+    run = load_run(run_dir, parts=("obfuscator", "heads"))
+    log = options.log
+    data, _ = load_eval_data(run, options, keep_images=any(ATTACKS.get(a).needs_images for a in attacks))
+    log(f"{run_dir}: z {tuple(data.z_shape)} of {len(data.z_train)} train / {len(data.z_test)} test images")
+    results: dict[str, Any] = {
+        "run": str(run_dir),
+        "name": run_dir.name,
+        "config": run.config.to_dict(),
+        "data_overrides": list(options.overrides),
+        "data_limits": {"train": run.config.data.limit_train, "test": run.config.data.limit_test,
+                        "note": "data.limit_* are seeded random subsets (data.split_seed)"},
+        "dataset": data.info.dataset,
+        "labels": data.info.labels,
+        "image_shape": list(data.info.image_shape),
+        "z_shape": list(data.z_shape),
+        "n_train": len(data.z_train),
+        "n_test": len(data.z_test),
+        "seeds": {"encode_train": options.seed, "encode_test": options.seed + 1, "attackers": options.attack.seed,
+                  "training": run.config.train.seed},
+        "heads": utility(run, data),
+        "attacks": {},
+    }
+    first = next(iter(results["heads"].values()))
+    results["utility"] = first["accuracy"]
+    results["utility_chance"] = first["chance"]
+    out.mkdir(parents=True, exist_ok=True)
+    attack_options = dataclasses.replace(options.attack, out_dir=out, log=log, progress=options.progress,
+                                         extra={**options.attack.extra, "lpips": lpips})
+    for name in attacks:
+        results["attacks"][name] = ATTACKS.create(name).run(data, attack_options)
+    attr = results["attacks"].get("attribute")
+    results["privacy"] = attr["accuracy"] if attr else None
+    results["privacy_chance"] = attr["chance"] if attr else None
+    results["delta"] = results["utility"] - attr["accuracy"] if attr else None
+    results["cost"] = client_cost(run.model.obfuscator, tuple(data.info.image_shape), options.latency_repeats,
+                                  options.latency_threads)
+    results["lpips_weights"] = lpips.source if lpips else None
+    results["wall_s"] = round(time.time() - t0, 1)
+    results["versions"] = {"torch": torch.__version__, "privsplit": _version()}
+    report.write_run_report(results, out, run_dir)
+    return results
+
+
+def evaluate_runs(paths: list[str | Path], options: EvalOptions | None = None, out_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Evaluate several runs; with more than one, also write a comparison
+    (``comparison.md``, ``results.json``, privacy-vs-utility scatter) to ``out_dir``."""
+    from . import report
+
+    options = options or EvalOptions()
+    check_attacks(options.attacks)
+    runs = find_runs(paths)
+    for r in runs:
+        read_run_record(r)  # fail on an unfinished run before spending time on the others
+    several = len(runs) > 1
+    if several and out_dir is None:
+        out_dir = _common_parent(runs) / "comparison"
+    all_results = []
+    for r in runs:
+        sub = (Path(out_dir) / r.name) if (several and out_dir is not None) else out_dir
+        all_results.append(evaluate_run(r, options, sub))
+    if several:
+        report.write_comparison(all_results, Path(out_dir))
+    return all_results
+
+
+def _common_parent(runs: list[Path]) -> Path:
+    parents = {r.resolve().parent for r in runs}
+    return parents.pop() if len(parents) == 1 else Path(".")
+
+
+def _short(labels: dict[str, list[str]]) -> str:
+    return "; ".join(f"{t}: {', '.join(v[:4])}{', ...' if len(v) > 4 else ''} ({len(v)})" for t, v in labels.items())
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+__all__ = ["EvalOptions", "DEFAULT_ATTACKS", "evaluate_run", "evaluate_runs", "find_runs", "load_eval_data", "encode", "check_attacks"]

@@ -1,0 +1,133 @@
+"""Command line of ``privsplit evaluate`` and ``privsplit attack`` (the work
+is in :mod:`privsplit.evaluate`, imported only when a command runs)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+EXAMPLES_EVALUATE = """\
+examples:
+  privsplit evaluate runs/digits-ours-rn18_3-20260101-120000
+  privsplit evaluate runs/cifar-a runs/cifar-b --out results/cifar      # one comparison table + scatter plot
+  privsplit evaluate runs/                                             # every run in a folder
+  privsplit evaluate RUN --data-root /data/cifar10 --attack-epochs 30 --lpips-weights lpips_alex.safetensors
+  privsplit evaluate RUN --set data.limit_train=2000 --set data.limit_test=500 --attack-epochs 3   # a quick look
+
+The obfuscator is frozen and run as deployed (random ops on, fresh randomness per
+sample, seeded). z of both splits is computed once; attackers train on it afterwards.
+Writes results.json, report.md, training_curves.png and reconstruction.png to
+--out (default RUN_DIR/eval/); several runs add comparison.md and privacy_utility.png.
+LPIPS needs ImageNet AlexNet weights (nothing is downloaded): --lpips-weights FILE or
+$PRIVSPLIT_LPIPS_WEIGHTS; without them LPIPS is reported as unavailable.
+"""
+
+
+def _common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", metavar="DIR", help="where to write results (default: RUN_DIR/eval/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="data.KEY=VALUE",
+                   help="change a data setting of the run's config, e.g. --set data.limit_train=2000 (repeatable)")
+    p.add_argument("--data-root", metavar="DIR", help="the data set's folder (same as --set data.root=DIR)")
+    p.add_argument("--attack-epochs", type=int, default=10, metavar="N", help="attacker training epochs (default 10)")
+    p.add_argument("--attack-batch-size", type=int, default=128, metavar="N", help="attacker batch size (default 128)")
+    p.add_argument("--attack-lr", type=float, default=1e-3, metavar="LR", help="attacker Adam learning rate (default 1e-3)")
+    p.add_argument("--families", default="head,mlp", metavar="LIST",
+                   help="attribute attacker families, comma-separated (default head,mlp)")
+    p.add_argument("--attack-augment", action="store_true",
+                   help="mirror spatial z left-right at random while training attribute attackers")
+    p.add_argument("--target", default="private", help="label the attribute attack predicts (default private)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the obfuscator's random ops and the attackers (default 0)")
+    p.add_argument("--lpips-weights", metavar="FILE",
+                   help="LPIPS(alex) weights: the LPIPS state dict or torchvision's ImageNet AlexNet "
+                        "(default $PRIVSPLIT_LPIPS_WEIGHTS; none: LPIPS unavailable)")
+    p.add_argument("--latency-repeats", type=int, default=20, metavar="N",
+                   help="batch-1 CPU forward passes timed for the latency (0: skip; default 20)")
+    p.add_argument("--latency-threads", type=int, default=1, metavar="N",
+                   help="torch threads while timing the latency (default 1: one core of an edge device)")
+    p.add_argument("--threads", type=int, help="torch CPU threads for computing z and training attackers")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _options(args: argparse.Namespace, attacks: list[str]):  # noqa: ANN202
+    from .attacks import AttackOptions
+    from .errors import ConfigError
+    from .evaluate import EvalOptions, check_attacks
+
+    if args.attack_epochs < 1:
+        raise ConfigError(f"--attack-epochs must be at least 1, got {args.attack_epochs}")
+    if args.attack_batch_size < 2:
+        raise ConfigError(f"--attack-batch-size must be at least 2, got {args.attack_batch_size}")
+    overrides = list(args.overrides) + ([f"data.root={args.data_root}"] if args.data_root else [])
+    families = tuple(f.strip() for f in args.families.split(",") if f.strip())
+    return EvalOptions(
+        attacks=check_attacks(attacks),
+        overrides=overrides,
+        attack=AttackOptions(epochs=args.attack_epochs, batch_size=args.attack_batch_size, lr=args.attack_lr,
+                             seed=args.seed, families=families, target=args.target,
+                             augment=args.attack_augment),
+        seed=args.seed,
+        lpips_weights=args.lpips_weights,
+        latency_repeats=args.latency_repeats,
+        latency_threads=args.latency_threads,
+        progress=False if args.no_progress else None,
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import report
+    from .evaluate import evaluate_runs
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    results = evaluate_runs(args.runs, _options(args, attacks), args.out)
+    for r in results:
+        print("\n".join(report.summary_lines(r)))
+    if len(results) > 1:
+        print("\n" + report.comparison_markdown(results))
+    return 0
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import report
+    from .evaluate import evaluate_run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = _options(args, [args.attack])
+    out = Path(args.out) if args.out else Path(args.run) / "eval" / f"attack-{args.attack}"
+    r = evaluate_run(args.run, options, out)
+    print("\n".join(report.summary_lines(r)))
+    print(f"  written to {out}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``evaluate`` and ``attack`` to the CLI's subparsers."""
+    p = sub.add_parser(
+        "evaluate",
+        help="measure trained runs: utility, attribute and reconstruction attacks, client cost",
+        description="Measure finished runs: task accuracy, attackers trained after training on z, client cost; "
+        "writes results.json, report.md and plots.",
+        epilog=EXAMPLES_EVALUATE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folder(s), or a folder holding run folders")
+    p.add_argument("--attacks", default="attribute,reconstruction", metavar="LIST",
+                   help="attacks to run, comma-separated (default attribute,reconstruction)")
+    _common_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "attack",
+        help="run one attack on a trained run",
+        description="Train one attack on z of a finished run and report it (default output RUN_DIR/eval/attack-NAME/).",
+    )
+    p.add_argument("run", metavar="RUN_DIR", help="a finished run folder")
+    p.add_argument("--attack", required=True, metavar="NAME", help="attribute or reconstruction")
+    _common_args(p)
+    p.set_defaults(func=cmd_attack)

@@ -1,0 +1,273 @@
+"""Results to files: ``results.json`` (every number, with config and seeds),
+``report.md`` (for people: chance levels, one verdict line per attack,
+warnings) and plots (training curves, privacy vs utility)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .train.checkpoint import write_json, write_text
+
+
+def _jsonable(x: Any) -> Any:
+    """JSON has no infinity: PSNR of identical images is written as the string "inf"."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return "inf" if x > 0 else ("-inf" if x < 0 else None)
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items() if k != "lpips_module"}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _num(x: float | None, fmt: str = "{:.4f}") -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, float) and math.isinf(x):
+        return "inf"
+    return fmt.format(x)
+
+
+def verdict_lines(r: dict[str, Any]) -> list[str]:
+    """One line per attack: what it reached beside its chance level."""
+    lines = []
+    a = r["attacks"].get("attribute")
+    if a:
+        lines.append(
+            f"attribute attack ({a['target']}): {pct(a['accuracy'])} vs chance {pct(a['chance'])} -> {a['verdict']}"
+            f" (best family: {a['best_family']})"
+        )
+    rec = r["attacks"].get("reconstruction")
+    if rec:
+        m, b = rec["metrics"], rec["mean_image_baseline"]
+        lines.append(
+            f"reconstruction attack: SSIM {m['ssim']:.3f} vs mean image {b['ssim']:.3f}, "
+            f"PSNR {_num(m['psnr'], '{:.2f}')} vs {_num(b['psnr'], '{:.2f}')} dB -> {rec['verdict']}"
+        )
+    return lines
+
+
+def warnings(r: dict[str, Any]) -> list[str]:
+    """Weak-evaluation warnings: attackers that had not converged."""
+    out = []
+    a = r["attacks"].get("attribute")
+    if a:
+        for fam in a["not_converged"]:
+            losses = a["families"][fam]["train_loss"]
+            out.append(
+                f"attribute attacker {fam!r} had not converged (training loss still falling at epoch {len(losses)}: "
+                f"{_num(losses[-1])} after {_num(min(losses[:-1]) if len(losses) > 1 else None)}); an under-trained "
+                "attacker overstates privacy: rerun with more --attack-epochs"
+            )
+    rec = r["attacks"].get("reconstruction")
+    if rec and not rec["converged"]:
+        out.append(
+            f"reconstruction decoder had not converged (training loss still falling at epoch {len(rec['train_loss'])}); "
+            "rerun with more --attack-epochs"
+        )
+    return out
+
+
+def summary_lines(r: dict[str, Any]) -> list[str]:
+    """A few lines for the terminal."""
+    lines = [f"evaluated {r['run']} ({r['n_train']} train / {r['n_test']} test images, z {tuple(r['z_shape'])})"]
+    for name, h in r["heads"].items():
+        lines.append(f"  utility: head {name} ({h['target']}) {pct(h['accuracy'])} (chance {pct(h['chance'])})")
+    a = r["attacks"].get("attribute")
+    if a:
+        for fam, f in a["families"].items():
+            lines.append(f"  attribute attacker {fam}: best {pct(f['best_acc'])} at epoch {f['best_epoch']}/{len(f['test_acc'])}"
+                         f"{'' if f['converged'] else ' (NOT CONVERGED)'}")
+        lines.append(f"  privacy {pct(r['privacy'])} (chance {pct(r['privacy_chance'])}); delta = utility - privacy = "
+                     f"{100 * r['delta']:+.2f} points")
+    rec = r["attacks"].get("reconstruction")
+    if rec:
+        m = rec["metrics"]
+        lines.append(f"  reconstruction: MSE {m['mse']:.1f}, L1 {m['l1']:.2f} (0-255), SSIM {m['ssim']:.3f}, "
+                     f"MS-SSIM {_num(m['ms_ssim'], '{:.3f}')}, PSNR {_num(m['psnr'], '{:.2f}')} dB, LPIPS {_num(m['lpips'], '{:.3f}')}")
+    c = r["cost"]
+    lat = c["latency_ms_cpu_batch1"]
+    lines.append(f"  client: {c['gflops']:.3f} GFLOPs, {c['memory_mb']:.2f} MB, {c['bytes_per_sample_float32']} bytes/sample "
+                 f"(float32), latency {_num(lat, '{:.2f}')} ms (CPU, batch 1)")
+    lines += [f"  verdict: {v}" for v in verdict_lines(r)]
+    lines += [f"  WARNING: {w}" for w in warnings(r)]
+    return lines
+
+
+def run_markdown(r: dict[str, Any]) -> str:
+    cfg = r["config"]
+    chain = " -> ".join(
+        f"{s['op']}(" + ", ".join(f"{k}={v}" for k, v in s.items() if k != "op") + ")" for s in cfg["reduction"]
+    ) or "none"
+    md = [
+        f"# Evaluation of `{r['name']}`",
+        "",
+        f"- run: `{r['run']}`",
+        f"- method `{cfg['method']}`, {cfg['model']['backbone']} split `{cfg['model']['split']}`, reduction {chain}",
+        f"- data: {r['dataset']}, images {tuple(r['image_shape'])}, {r['n_train']} train / {r['n_test']} test"
+        + (f" (overrides: {', '.join(r['data_overrides'])})" if r["data_overrides"] else ""),
+        f"- z {tuple(r['z_shape'])}; seeds: {', '.join(f'{k} {v}' for k, v in r['seeds'].items())}",
+        "- the obfuscator is frozen and run as deployed (random ops on, fresh randomness per sample)",
+        "",
+        "## Verdicts",
+        "",
+        *[f"- {v}" for v in verdict_lines(r)],
+        "",
+    ]
+    w = warnings(r)
+    if w:
+        md += ["## Warnings", "", *[f"- **{x}**" for x in w], ""]
+    md += ["## Utility and privacy", "", "| measure | test accuracy | chance |", "|---|---|---|"]
+    for name, h in r["heads"].items():
+        md.append(f"| utility: head `{name}` ({h['target']}) | {pct(h['accuracy'])} | {pct(h['chance'])} |")
+    a = r["attacks"].get("attribute")
+    if a:
+        for fam, f in a["families"].items():
+            flag = "" if f["converged"] else " (not converged)"
+            md.append(f"| attacker `{fam}` on {a['target']}, best of {len(f['test_acc'])} epochs (epoch {f['best_epoch']}){flag} "
+                      f"| {pct(f['best_acc'])} | {pct(a['chance'])} |")
+        md.append(f"| **privacy** = best attacker | **{pct(a['accuracy'])}** | {pct(a['chance'])} |")
+        md.append(f"| **delta** = utility - privacy | **{100 * r['delta']:+.2f} points** | |")
+        md += ["", f"Attackers: Adam lr {a['lr']}, batch {a['batch_size']}, {a['epochs']} epochs on cached z, seed {a['seed']}"
+               f"{', z mirrored at random (augmentation)' if a.get('augment') else ''}; "
+               f"'leaks' means above {pct(a['leak_threshold'])} (chance + max(1 point, 3 standard errors))."]
+    rec = r["attacks"].get("reconstruction")
+    if rec:
+        m, b = rec["metrics"], rec["mean_image_baseline"]
+        md += ["", "## Reconstruction", "",
+               "| metric | decoder | mean training image (no z) |", "|---|---|---|",
+               f"| MSE (0-255) | {m['mse']:.2f} | {b['mse']:.2f} |",
+               f"| L1 (0-255) | {m['l1']:.2f} | {b['l1']:.2f} |",
+               f"| SSIM | {m['ssim']:.4f} | {b['ssim']:.4f} |",
+               f"| MS-SSIM | {_num(m['ms_ssim'])} | {_num(b['ms_ssim'])} |",
+               f"| PSNR (dB, range 255) | {_num(m['psnr'], '{:.2f}')} | {_num(b['psnr'], '{:.2f}')} |",
+               f"| LPIPS | {_num(m['lpips'])} | {_num(b['lpips'])} |", ""]
+        md += [f"- {k}: {v}" for k, v in m["notes"].items()]
+        md += [f"- decoder: {rec['epochs']} epochs, Adam lr {rec['lr']}, MSE loss; final training MSE "
+               f"{_num(rec['train_loss'][-1] if rec['train_loss'] else None)} (0-1 scale)"]
+        if rec.get("grid"):
+            md += ["", f"![originals (top) and reconstructions (bottom)]({rec['grid']})"]
+    c = r["cost"]
+    md += ["", "## Client cost (obfuscator)", "", "| GFLOPs | memory (MB) | bytes/sample float32 | float16 | image uint8 | "
+           "CPU latency, batch 1 |", "|---|---|---|---|---|---|",
+           f"| {c['gflops']:.3f} | {c['memory_mb']:.2f} | {c['bytes_per_sample_float32']} | {c['bytes_per_sample_float16']} | "
+           f"{c['image_bytes_uint8']} | {_num(c['latency_ms_cpu_batch1'], '{:.2f}')} ms ({c['latency_threads']} threads) |",
+           "", f"FLOPs: {c['counting']}."]
+    if (Path(r.get("_out", ".")) / "training_curves.png").exists():
+        md += ["", "![training curves](training_curves.png)"]
+    return "\n".join(md) + "\n"
+
+
+def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def _pyplot():  # noqa: ANN202
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_training_curves(run_dir: Path, results: dict[str, Any], path: Path) -> Path | None:
+    """Training losses and test accuracies per epoch (metrics.jsonl), and the
+    attackers' test accuracy per epoch."""
+    rows = _read_metrics(run_dir)
+    a = results["attacks"].get("attribute")
+    if not rows and not a:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    epochs = [m["epoch"] for m in rows]
+    for k in sorted({k for m in rows for k in m if k.startswith("train/")}):
+        axes[0].plot(epochs, [m.get(k, float("nan")) for m in rows], marker="o", label=k[6:])
+    axes[0].set(title="training losses", xlabel="epoch")
+    for k in sorted({k for m in rows for k in m if k.startswith("test/") and k.endswith("/acc")}):
+        axes[1].plot(epochs, [100 * m.get(k, float("nan")) for m in rows], marker="o", label=k[5:])
+    axes[1].set(title="test accuracy during training", xlabel="epoch", ylabel="%")
+    if a:
+        for fam, f in a["families"].items():
+            axes[2].plot(range(1, len(f["test_acc"]) + 1), [100 * v for v in f["test_acc"]], marker="o", label=f"attacker {fam}")
+        axes[2].axhline(100 * a["chance"], color="grey", ls="--", label="chance")
+    axes[2].set(title="attacker test accuracy (after training)", xlabel="attacker epoch", ylabel="%")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_privacy_utility(results: list[dict[str, Any]], path: Path) -> Path:
+    """Scatter: privacy (best attacker accuracy) against utility, one point per run."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for r in results:
+        if r.get("privacy") is None:
+            continue
+        ax.scatter(100 * r["privacy"], 100 * r["utility"])
+        ax.annotate(r["name"], (100 * r["privacy"], 100 * r["utility"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    chances = {r["privacy_chance"] for r in results if r.get("privacy_chance") is not None}
+    if len(chances) == 1:
+        ax.axvline(100 * chances.pop(), color="grey", ls="--", label="privacy chance")
+        ax.legend(fontsize=7)
+    ax.set(xlabel="privacy: best attacker accuracy (%)  (lower is better)", ylabel="utility: task accuracy (%)",
+           title="privacy vs utility")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_run_report(results: dict[str, Any], out: Path, run_dir: Path) -> None:
+    """``results.json``, ``report.md`` and ``training_curves.png`` for one run."""
+    out.mkdir(parents=True, exist_ok=True)
+    plot_training_curves(run_dir, results, out / "training_curves.png")
+    write_json(out / "results.json", _jsonable(results))
+    write_text(out / "report.md", run_markdown({**results, "_out": str(out)}))
+
+
+def comparison_markdown(results: list[dict[str, Any]]) -> str:
+    md = ["# Comparison", "", "| run | method | split | utility (chance) | privacy (chance) | delta | "
+          "recon SSIM | recon PSNR | GFLOPs | MB | bytes/sample | verdicts |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        cfg = r["config"]
+        rec = r["attacks"].get("reconstruction")
+        a = r["attacks"].get("attribute")
+        verdicts = "; ".join(x for x in [
+            f"attribute {a['verdict']}" if a else "", f"reconstruction {rec['verdict']}" if rec else ""] if x)
+        flag = " (attacker not converged)" if (a and a["not_converged"]) or (rec and not rec["converged"]) else ""
+        md.append(
+            f"| {r['name']} | {cfg['method']} | {cfg['model']['split']} | {pct(r['utility'])} ({pct(r['utility_chance'])}) | "
+            f"{pct(r['privacy'])} ({pct(r['privacy_chance'])}) | "
+            f"{'n/a' if r['delta'] is None else '%+.2f' % (100 * r['delta'])} | "
+            f"{_num(rec['metrics']['ssim'], '{:.3f}') if rec else 'n/a'} | "
+            f"{_num(rec['metrics']['psnr'], '{:.2f}') if rec else 'n/a'} | {r['cost']['gflops']:.3f} | "
+            f"{r['cost']['memory_mb']:.2f} | {r['cost']['bytes_per_sample_float32']} | {verdicts}{flag} |"
+        )
+    md += ["", "![privacy vs utility](privacy_utility.png)", ""]
+    return "\n".join(md)
+
+
+def write_comparison(results: list[dict[str, Any]], out: Path) -> None:
+    """One table for several runs, their results, and the privacy-vs-utility scatter."""
+    out.mkdir(parents=True, exist_ok=True)
+    plot_privacy_utility(results, out / "privacy_utility.png")
+    write_json(out / "results.json", _jsonable({"runs": results}))
+    write_text(out / "comparison.md", comparison_markdown(results))

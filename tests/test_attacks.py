@@ -1,0 +1,97 @@
+import pytest
+import torch
+
+from privsplit.attacks import ATTACKS, FAMILIES, AttackOptions, EvalData, train_attacker
+from privsplit.attacks.base import leak_threshold, still_falling
+from privsplit.config import Config, apply_overrides
+from privsplit.data.base import TaskInfo
+from privsplit.errors import ConfigError
+
+
+def test_registry_lists_attacks_and_rejects_unknown():
+    assert ATTACKS.names() == ["attribute", "reconstruction"]
+    with pytest.raises(ConfigError, match="valid choices: attribute, reconstruction"):
+        ATTACKS.get("membership")
+
+
+def test_still_falling():
+    assert still_falling([1.0], 0.01)  # one epoch shows nothing
+    assert still_falling([1.0, 0.8, 0.6], 0.01)
+    assert not still_falling([1.0, 0.6, 0.6], 0.01)
+    assert not still_falling([1.0, 0.6, 0.61], 0.01)
+    assert not still_falling([0.2, 0.04, 0.02], 0.01)  # fitted the training split
+    assert still_falling([0.2, 0.04, 0.02], 0.01, fitted=0.0)
+
+
+def test_leak_threshold_grows_with_fewer_samples():
+    assert leak_threshold(0.1, 100) > leak_threshold(0.1, 10000) >= 0.11
+
+
+def _data(cfg: Config, z_train, z_test, y_train, y_test, k: int) -> EvalData:
+    info = TaskInfo("synthetic", {"utility": ["a", "b"], "private": [str(i) for i in range(k)]}, (3, 16, 16))
+    return EvalData(cfg, info, z_train, z_test, {"private": y_train, "utility": y_train % 2},
+                    {"private": y_test, "utility": y_test % 2})
+
+
+def test_attacker_on_pure_random_z_stays_at_chance():
+    g = torch.Generator().manual_seed(0)
+    cfg = apply_overrides(Config(), ["model.split=rn18_4"])  # z is a 512-vector: fast attackers
+    z_train, z_test = torch.randn(800, 512, generator=g), torch.randn(1000, 512, generator=g)
+    y_train, y_test = torch.randint(0, 4, (800,), generator=g), torch.randint(0, 4, (1000,), generator=g)
+    r = ATTACKS.create("attribute").run(_data(cfg, z_train, z_test, y_train, y_test, 4),
+                                        AttackOptions(epochs=3, progress=False, log=lambda s: None))
+    assert set(r["families"]) == {"head", "mlp"}
+    assert r["verdict"] == "at chance", r
+    assert r["accuracy"] <= r["leak_threshold"]
+
+
+def test_attacker_learns_a_label_written_in_z():
+    g = torch.Generator().manual_seed(1)
+    y = torch.randint(0, 4, (600,), generator=g)
+    z = torch.randn(600, 512, generator=g)
+    z[:, :4] += 5 * torch.nn.functional.one_hot(y, 4)  # the label is plainly in z
+    cfg = apply_overrides(Config(), ["model.split=rn18_4"])  # z is a vector: the head is the linear layer
+    data = _data(cfg, z[:400], z[400:], y[:400], y[400:], 4)
+    r = ATTACKS.create("attribute").run(data, AttackOptions(epochs=8, progress=False, log=lambda s: None))
+    assert r["verdict"] == "leaks" and r["accuracy"] > 0.9
+    for fam in FAMILIES:
+        f = r["families"][fam]
+        assert len(f["test_acc"]) == len(f["train_loss"]) == 8 and f["best_acc"] == max(f["test_acc"])
+
+
+def test_unknown_family_is_an_error():
+    cfg = Config()
+    data = _data(cfg, torch.randn(8, 256, 2, 2), torch.randn(4, 256, 2, 2), torch.zeros(8, dtype=torch.long),
+                 torch.zeros(4, dtype=torch.long), 2)
+    with pytest.raises(ConfigError, match="valid choices: head, mlp"):
+        ATTACKS.create("attribute").run(data, AttackOptions(families=("cnn",), progress=False))
+
+
+@pytest.mark.slow
+def test_attacker_on_unnoised_real_cifar10_is_far_above_chance(cifar_root):
+    """Random-init ResNet18 features without noise already carry the class."""
+    from privsplit.data import DataConfig, load_dataset
+    from privsplit.evaluate import EvalOptions, encode
+    from privsplit.models import split_backbone
+    from privsplit.obfuscator import Obfuscator
+    from privsplit.reduction import Reduction
+
+    train, test, info = load_dataset(DataConfig(name="cifar10", root=str(cifar_root), limit_train=3000, limit_test=1000))
+    torch.manual_seed(0)
+    enc, _ = split_backbone("resnet18", "rn18_2", num_classes=2)
+    obf = Obfuscator(enc, Reduction.from_config([]), info.image_shape, allow_no_noise=True).eval()
+    opts = EvalOptions(progress=False)
+    z_tr, y_tr, _ = encode(obf, train, opts, seed=0, keep_images=False)
+    z_te, y_te, _ = encode(obf, test, opts, seed=1, keep_images=False)
+    cfg = apply_overrides(Config(), ["data.name=cifar10", "model.split=rn18_2"])
+    data = EvalData(cfg, info, z_tr, z_te, y_tr, y_te)
+    r = ATTACKS.create("attribute").run(data, AttackOptions(epochs=3, families=("mlp",), progress=False, log=lambda s: None))
+    assert r["chance"] < 0.15
+    assert r["accuracy"] > 0.3 and r["verdict"] == "leaks", r["families"]["mlp"]["test_acc"]
+
+
+def test_train_attacker_reports_convergence():
+    g = torch.Generator().manual_seed(2)
+    z, y = torch.randn(64, 8, generator=g), torch.randint(0, 2, (64,), generator=g)
+    r = train_attacker(torch.nn.Linear(8, 2), z, y, z, y, AttackOptions(epochs=1, progress=False))
+    assert r["converged"] is False and r["best_epoch"] == 1
