@@ -30,6 +30,7 @@ from .metrics.accuracy import chance_level
 from .metrics.cost import client_cost
 from .metrics.image import load_lpips
 from .run import Run, load_run, read_run_record
+from .train.engine import resolve_device
 
 DEFAULT_ATTACKS = ("attribute", "reconstruction")
 
@@ -48,6 +49,8 @@ class EvalOptions:
         lpips_weights: LPIPS weights file (else ``$PRIVSPLIT_LPIPS_WEIGHTS``; else LPIPS is unavailable).
         latency_repeats: batch-1 CPU forward passes timed for the latency (0: skip).
         latency_threads: torch threads while timing (1: one core of an edge device).
+        device: where z is computed and attackers train ("auto": CUDA if present, "cpu", "cuda[:N]");
+            the client's latency is always measured on the CPU.
         max_cache_gib: refuse to cache more than this much ``z`` (and images) in memory.
         progress: progress bars (None: only on a terminal).
         log: where progress lines go.
@@ -61,6 +64,7 @@ class EvalOptions:
     lpips_weights: str | None = None
     latency_repeats: int = 20
     latency_threads: int = 1
+    device: str = "cpu"
     max_cache_gib: float = 16.0
     progress: bool | None = None
     log: Callable[[str], None] = print
@@ -157,14 +161,16 @@ def encode(
     zs, xs = [], []
     labels: dict[str, list[torch.Tensor]] = {}
     bs = options.encode_batch_size
-    with torch.random.fork_rng(devices=[]):
+    device = resolve_device(options.device)  # cached z stays where it is computed
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         it = batches(ds, torch.arange(len(ds)), bs, num_workers)
         for x, y in tqdm(it, total=-(-len(ds) // bs), desc=desc, unit="batch", leave=False, file=sys.stderr,
                          disable=None if options.progress is None else not options.progress):
+            x = x.to(device)
             zs.append(obfuscator(x).float())
             for k, v in y.items():
-                labels.setdefault(k, []).append(v)
+                labels.setdefault(k, []).append(v.to(device))
             if keep_images:
                 xs.append((x * 255).round().clamp(0, 255).to(torch.uint8))
     return torch.cat(zs), {k: torch.cat(v) for k, v in labels.items()}, (torch.cat(xs) if keep_images else None)
@@ -198,7 +204,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None, out_di
     lpips = load_lpips(options.lpips_weights) if "reconstruction" in attacks else None
     t0 = time.time()
     torch.manual_seed(options.seed)
-    run = load_run(run_dir, parts=("obfuscator", "heads"))
+    run = load_run(run_dir, parts=("obfuscator", "heads"), device=resolve_device(options.device))
     log = options.log
     data, _ = load_eval_data(run, options, keep_images=any(ATTACKS.get(a).needs_images for a in attacks))
     log(f"{run_dir}: z {tuple(data.z_shape)} of {len(data.z_train)} train / {len(data.z_test)} test images")
@@ -232,7 +238,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None, out_di
     results["privacy"] = attr["accuracy"] if attr else None
     results["privacy_chance"] = attr["chance"] if attr else None
     results["delta"] = results["utility"] - attr["accuracy"] if attr else None
-    results["cost"] = client_cost(run.model.obfuscator, tuple(data.info.image_shape), options.latency_repeats,
+    results["cost"] = client_cost(run.model.obfuscator.cpu(), tuple(data.info.image_shape), options.latency_repeats,
                                   options.latency_threads)
     results["lpips_weights"] = lpips.source if lpips else None
     results["wall_s"] = round(time.time() - t0, 1)

@@ -45,6 +45,8 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency-threads", type=int, default=1, metavar="N",
                    help="torch threads while timing the latency (default 1: one core of an edge device)")
     p.add_argument("--threads", type=int, help="torch CPU threads for computing z and training attackers")
+    p.add_argument("--device", default="auto",
+                   help="where z is computed and attackers train: auto (CUDA if present), cpu, cuda[:N] (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -69,6 +71,7 @@ def _options(args: argparse.Namespace, attacks: list[str]):  # noqa: ANN202
         lpips_weights=args.lpips_weights,
         latency_repeats=args.latency_repeats,
         latency_threads=args.latency_threads,
+        device=args.device,
         progress=False if args.no_progress else None,
     )
 

@@ -80,6 +80,7 @@ def train_attacker(
     and whether the training loss was still falling at the last epoch.
     """
     gen = torch.Generator().manual_seed(options.seed)
+    model.to(z_train.device)  # attackers train where the cached z lives
     opt = torch.optim.Adam(model.parameters(), lr=options.lr)
     losses, accs = [], []
     bs = options.batch_size
@@ -95,7 +96,7 @@ def train_attacker(
             idx = order[i : i + bs]
             z = z_train[idx]
             if options.augment and z.dim() == 4:
-                flip = torch.rand(len(z), generator=gen) < 0.5
+                flip = (torch.rand(len(z), generator=gen) < 0.5).to(z.device)
                 z = torch.where(flip.view(-1, 1, 1, 1), z.flip(-1), z)
             loss = F.cross_entropy(model(z), y_train[idx])
             opt.zero_grad(set_to_none=True)

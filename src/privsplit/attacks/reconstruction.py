@@ -35,7 +35,7 @@ class ReconstructionAttack(Attack):
     def run(self, data: EvalData, options: AttackOptions) -> dict[str, Any]:
         assert data.x_train is not None and data.x_test is not None, "reconstruction needs the images"
         torch.manual_seed(options.seed + 7)
-        decoder = Decoder(data.z_shape, data.info.image_shape)
+        decoder = Decoder(data.z_shape, data.info.image_shape).to(data.z_train.device)
         opt = torch.optim.Adam(decoder.parameters(), lr=options.lr)
         gen = torch.Generator().manual_seed(options.seed)
         bs = options.batch_size
@@ -64,11 +64,11 @@ class ReconstructionAttack(Attack):
 
         decoder.eval()
         with torch.no_grad():
-            recon = torch.cat([decoder(data.z_test[i : i + 4 * bs]) for i in range(0, len(data.z_test), 4 * bs)])
-        original = _images(data.x_test)
+            recon = torch.cat([decoder(data.z_test[i : i + 4 * bs]).cpu() for i in range(0, len(data.z_test), 4 * bs)])
+        original = _images(data.x_test.cpu())
         lpips: LPIPS | None = options.extra.get("lpips")
         metrics = image_metrics(original, recon, lpips)
-        mean_image = _images(data.x_train).mean(0, keepdim=True).expand_as(original)
+        mean_image = _images(data.x_train.cpu()).mean(0, keepdim=True).expand_as(original)
         baseline = image_metrics(original, mean_image, lpips)
         grid = None
         if options.out_dir is not None:
