@@ -72,7 +72,13 @@ def _default_reduction() -> list[dict[str, Any]]:
 
 @dataclass
 class Config:
-    """A whole experiment."""
+    """A whole experiment.
+
+    ``method_args`` holds the settings of the chosen method that have no place
+    elsewhere (e.g. ``image_noise``'s ``sigma``, ``disco``'s ``ratio``); each
+    method documents and checks its own keys (see ``privsplit.methods``), and
+    unset keys take the method's default for the dataset.
+    """
 
     method: str = "ours"
     name: str | None = None
@@ -82,6 +88,7 @@ class Config:
     heads: list[HeadConfig] = field(default_factory=lambda: [HeadConfig()])
     adversaries: list[AdversaryConfig] = field(default_factory=list)
     train: TrainConfig = field(default_factory=TrainConfig)
+    method_args: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,7 +1,7 @@
 """Methods: ``ours`` and the baselines, all behind :class:`Method`."""
 
-from .base import METHODS, Method, SplitModel
-from . import ours  # noqa: F401  (registers it)
+from .base import METHODS, Method, MethodArg, SplitModel
+from . import ours, resnet18, image_noise, no_noise, maxent, disco, deepobfuscator  # noqa: F401  (registers them)
 
 
 def build_method(cfg) -> Method:  # noqa: ANN001
@@ -9,4 +9,4 @@ def build_method(cfg) -> Method:  # noqa: ANN001
     return METHODS.get(cfg.method)(cfg)
 
 
-__all__ = ["METHODS", "Method", "SplitModel", "build_method"]
+__all__ = ["METHODS", "Method", "MethodArg", "SplitModel", "build_method"]

@@ -6,7 +6,8 @@ training engine (:mod:`privsplit.train.engine`) runs every method.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,39 @@ from ..models.decoder import Decoder
 from ..registry import Registry
 
 ADVERSARY_KINDS = ("attribute", "decoder")
+
+# Datasets of faces, for per-dataset defaults of the baselines.
+FACE_DATASETS = ("celeba", "fairface", "utkface")
+
+
+@dataclass(frozen=True)
+class MethodArg:
+    """One entry of ``Config.method_args`` that a method accepts.
+
+    Attributes:
+        type: float, int, bool or str; ints are accepted for floats.
+        default: the value, or a function of the dataset name giving it
+            (it raises :class:`ConfigError` for a dataset it has no default for).
+        help: what it means, shown in errors.
+    """
+
+    type: type
+    default: Any | Callable[[str], Any]
+    help: str
+
+
+def per_dataset(values: dict[str, Any], arg: str, what: str) -> Callable[[str], Any]:
+    """A default that depends on the dataset; unknown datasets must set ``arg``."""
+
+    def default(dataset: str) -> Any:
+        if dataset in values:
+            return values[dataset]
+        raise ConfigError(
+            f"there is no default {what} for dataset {dataset!r} (defaults exist for "
+            f"{', '.join(sorted(values))}); set it with --set method_args.{arg}=VALUE"
+        )
+
+    return default
 
 
 class SplitModel(nn.Module):
@@ -58,12 +92,46 @@ class Method:
     """
 
     name: ClassVar[str]
+    # The ``method_args`` keys this method accepts.
+    args: ClassVar[dict[str, MethodArg]] = {}
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        self.options = self.resolve_args(cfg)
+
+    @classmethod
+    def resolve_args(cls, cfg: Config) -> dict[str, Any]:
+        """``cfg.method_args`` checked against :attr:`args`, defaults filled in."""
+        given = dict(cfg.method_args or {})
+        unknown = sorted(set(given) - set(cls.args))
+        if unknown:
+            valid = ", ".join(f"{k} ({a.help})" for k, a in sorted(cls.args.items())) or "none"
+            raise ConfigError(f"method {cls.name!r} has no setting(s) {', '.join(unknown)} in method_args; valid: {valid}")
+        out: dict[str, Any] = {}
+        for key, arg in cls.args.items():
+            if key in given:
+                value = given[key]
+                if arg.type is float and isinstance(value, int) and not isinstance(value, bool):
+                    value = float(value)
+                if not isinstance(value, arg.type) or (arg.type is not bool and isinstance(value, bool)):
+                    raise ConfigError(f"method_args.{key} of method {cls.name!r} must be {arg.type.__name__} ({arg.help}), got {value!r}")
+            else:
+                value = arg.default(cfg.data.name) if callable(arg.default) else arg.default
+            out[key] = value
+        return out
 
     def build(self, info: TaskInfo) -> SplitModel:
         raise NotImplementedError
+
+    def attacker_head(self, info: TaskInfo, num_classes: int) -> nn.Module:
+        """A fresh attribute attacker on ``z`` (the privacy figure's attacker).
+
+        Default: a fresh copy of the backbone's rest after the split point, the
+        same network the server runs. Methods whose ``z`` is not a cut of the
+        backbone override it.
+        """
+        m = self.cfg.model
+        return build_head(m.backbone, m.split, num_classes)
 
     def task_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, target)
@@ -82,17 +150,54 @@ class Method:
 
     # Helpers shared by methods.
 
-    def build_adversaries(self, info: TaskInfo, z_shape: tuple[int, ...]) -> dict[str, nn.Module]:
-        m = self.cfg.model
+    def build_adversaries(
+        self, info: TaskInfo, z_shape: tuple[int, ...], adversaries: list[AdversaryConfig] | None = None
+    ) -> dict[str, nn.Module]:
+        """Proxy adversaries: attribute ones are :meth:`attacker_head`, decoders a :class:`Decoder`."""
         out: dict[str, nn.Module] = {}
-        for adv in self.cfg.adversaries:
+        for adv in self.cfg.adversaries if adversaries is None else adversaries:
             if adv.kind not in ADVERSARY_KINDS:
                 raise ConfigError(f"unknown adversary kind {adv.kind!r}; valid choices: {', '.join(ADVERSARY_KINDS)}")
             if adv.kind == "attribute":
-                out[adv.name] = build_head(m.backbone, m.split, info.num_classes(adv.target))
+                out[adv.name] = self.attacker_head(info, info.num_classes(adv.target))
             else:
                 out[adv.name] = Decoder(z_shape, info.image_shape)
         return out
+
+    # Checks shared by the baselines: a method refuses settings it would ignore.
+
+    def require_split(self, allowed: list[str] | tuple[str, ...], why: str) -> None:
+        """Fail unless ``model.split`` is one of ``allowed``."""
+        split = self.cfg.model.split
+        if split not in allowed:
+            raise ConfigError(
+                f"method {self.name!r} cannot use split point {split!r}: {why}; "
+                f"set model.split to one of: {', '.join(allowed)}"
+            )
+
+    def require_no_reduction(self) -> None:
+        """Fail if a reduction chain is configured that this method would not apply."""
+        if self.cfg.reduction:
+            ops = ", ".join(str(op.get("op")) for op in self.cfg.reduction)
+            raise ConfigError(
+                f"method {self.name!r} has no reduction chain, but the config lists {len(self.cfg.reduction)} op(s) "
+                f"({ops}); set reduction=[] (the chain belongs to method 'ours')"
+            )
+
+    def require_task_only(self) -> None:
+        """Fail if proxy adversaries would train the obfuscator (``train.lam > 0``)
+        in a method trained with the task loss only; with ``lam = 0`` they only watch."""
+        if self.cfg.adversaries and self.cfg.train.lam > 0:
+            raise ConfigError(
+                f"method {self.name!r} is trained with the task loss only, but adversaries are configured with "
+                f"train.lam={self.cfg.train.lam}; set train.lam=0 to keep them as monitors, or remove them"
+            )
+
+    def task_heads(self, info: TaskInfo, make: Callable[[int], nn.Module]) -> dict[str, nn.Module]:
+        """One head per configured head, ``make(num_classes)`` each."""
+        unique_names("head", [h.name for h in self.cfg.heads])
+        unique_names("adversary", [a.name for a in self.cfg.adversaries])
+        return {h.name: make(info.num_classes(h.target)) for h in self.cfg.heads}
 
 
 def unique_names(kind: str, names: list[str]) -> None:

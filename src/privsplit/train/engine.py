@@ -245,12 +245,15 @@ class Trainer:
         self.model = self.method.build(self.info).to(self.device)
         self.dist.broadcast_module(self.model)
         t = cfg.train
+        # A part without parameters (the identity or fixed-noise obfuscator of
+        # the resnet18 / image_noise baselines) gets no optimiser.
+        parts = {"obfuscator": (self.model.obfuscator, t.lr_obfuscator), "heads": (self.model.heads, t.lr_head),
+                 "adversaries": (self.model.adversaries, t.lr_adversary)}
         self.optimizers = {
-            "obfuscator": torch.optim.Adam(self.model.obfuscator.parameters(), lr=t.lr_obfuscator),
-            "heads": torch.optim.Adam(self.model.heads.parameters(), lr=t.lr_head),
+            name: torch.optim.Adam(params, lr=lr)
+            for name, (module, lr) in parts.items()
+            if (params := list(module.parameters()))
         }
-        if len(self.model.adversaries):
-            self.optimizers["adversaries"] = torch.optim.Adam(self.model.adversaries.parameters(), lr=t.lr_adversary)
 
     # Loop ----------------------------------------------------------------
 
@@ -386,6 +389,8 @@ class Trainer:
 
     def _sync_and_step(self, names: list[str]) -> None:
         for name in names:
+            if name not in self.optimizers:
+                continue
             opt = self.optimizers[name]
             grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
             self.dist.average(grads)
