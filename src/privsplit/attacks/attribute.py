@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 from ..errors import ConfigError
 from ..metrics.accuracy import chance_level
-from ..models.backbones import build_head
 from .base import ATTACKS, Attack, AttackOptions, EvalData, leak_threshold, still_falling
 
 
@@ -53,8 +52,11 @@ class PooledMLP(nn.Module):
 
 
 def _head(data: EvalData, num_classes: int) -> nn.Module:
-    m = data.config.model
-    return build_head(m.backbone, m.split, num_classes)
+    # The method knows its server-side network: the backbone's rest for a cut,
+    # a whole ResNet18 for image-level baselines.
+    from ..methods import build_method
+
+    return build_method(data.config).attacker_head(data.info, num_classes)
 
 
 def _mlp(data: EvalData, num_classes: int) -> nn.Module:
