@@ -47,7 +47,7 @@ def test_train_writes_a_complete_run_folder(tmp_path, capsys):
 def test_bad_input_gives_one_clear_line(tmp_path, args, message):
     out = run_cli(*args, cwd=tmp_path)
     if message is None:
-        assert out.returncode == 2 and "unknown method 'magic'; valid choices: ours" in out.stderr
+        assert out.returncode == 2 and "unknown method 'magic'; valid choices: deepobfuscator, disco, image_noise, maxent, no_noise, ours, resnet18" in out.stderr
         return
     assert out.returncode == 2, out.stdout + out.stderr
     assert message.replace("\\", "") in out.stderr or __import__("re").search(message, out.stderr)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from privsplit.cli import main
-from privsplit.config import AdversaryConfig, Config, apply_overrides, load_config
+from privsplit.config import Config, apply_overrides, load_config
 from privsplit.data.base import TaskInfo
 from privsplit.errors import ConfigError
 from privsplit.methods import METHODS, build_method

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import AdversaryConfig
+from ..config import AdversaryConfig, Config
 from ..data.base import TaskInfo
 from ..errors import ConfigError
 from ..models.backbones import build_backbone
@@ -95,7 +95,7 @@ class MaxEntARL(Method):
         "hidden": MethodArg(int, 0, "hidden width of the predictor and adversary MLPs; 0 = d"),
     }
 
-    def __init__(self, cfg) -> None:  # noqa: ANN001
+    def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
         if self.options["dim"] < 1 or self.options["hidden"] < 0:
             raise ConfigError(f"maxent needs method_args.dim >= 1 and hidden >= 0, got {self.options}")
