@@ -87,13 +87,12 @@ def _print_result(cfg, run_dir: Path, metrics: dict) -> None:  # noqa: ANN001
         acc = metrics.get(f"test/{h.name}/acc")
         if acc is not None:
             print(f"  {h.name} ({h.target}) test accuracy: {100 * acc:.2f}%  (chance {100 * chance[h.target]:.2f}%)")
-    for a in cfg.adversaries:
-        for kind in ("acc", "mse"):
-            v = metrics.get(f"test/adv/{a.name}/{kind}")
-            if v is not None:
-                extra = f"  (chance {100 * chance[a.target]:.2f}%)" if kind == "acc" else ""
-                shown = f"{100 * v:.2f}%" if kind == "acc" else f"{v:.4f}"
-                print(f"  proxy adversary {a.name} ({a.kind}) test {kind}: {shown}{extra}")
+    # Adversaries as trained (a method may add its own), read from the metrics.
+    for key, v in metrics.items():
+        if key.startswith("test/adv/"):
+            name, kind = key[len("test/adv/"):].rsplit("/", 1)
+            shown = f"{100 * v:.2f}%" if kind == "acc" else f"{v:.4f}"
+            print(f"  proxy adversary {name} test {kind}: {shown}")
     print(f"  z shape {tuple(run['z_shape'])}; run folder: {run_dir}")
     print("  the proxy adversary is no privacy measure: train fresh attackers on z to measure leakage")
 
@@ -107,9 +106,10 @@ def _chain_text(chain: list[dict]) -> str:
 def cmd_info(args: argparse.Namespace) -> int:
     from .config import load_config
     from .data import DATASETS
-    from .methods import METHODS
-    from .models.backbones import BACKBONES, representation_shape, split_points
-    from .reduction import OPS, Reduction
+    from .data.base import TaskInfo
+    from .methods import METHODS, build_method
+    from .models.backbones import BACKBONES, output_shape, split_points
+    from .reduction import OPS
 
     cfg = load_config(args.config, args.overrides)
     METHODS.get(cfg.method)
@@ -122,16 +122,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"reduction ops: {', '.join(OPS.names())}")
     print(f"datasets: {', '.join(DATASETS.names())}")
     print(f"methods: {', '.join(METHODS.names())}")
+    import math
+
+    import torch
+
     size = args.image_size or cfg.data.image_size or DATASETS.create(cfg.data.name).default_size
     image = (3, size, size)
-    z = representation_shape(cfg.model.backbone, cfg.model.split, (size, size))
-    out = Reduction.from_config(cfg.reduction).check(z, image, cfg.model.allow_no_noise)
-    n_img, n_z = size * size * 3, 1
-    for s in out:
-        n_z *= s
-    print(f"\nthis config: {cfg.model.backbone} split {cfg.model.split} on {size}x{size} images")
-    print(f"  encoder output {z}; after reduction {_chain_text(cfg.reduction)}: z {out}")
-    print(f"  z has {n_z} values, {n_z / n_img:.3f}x the {n_img} of the image")
+    info = TaskInfo(cfg.data.name, DATASETS.create(cfg.data.name).labels, image)
+    # Built on the meta device: shapes only, no weights, no data.
+    with torch.device("meta"):
+        model = build_method(cfg).build(info)
+    z = output_shape(model.obfuscator, image)
+    print(f"\nthis config: {cfg.method}, {cfg.model.backbone} split {cfg.model.split} on {size}x{size} images")
+    encoder_shape = getattr(model.obfuscator, "encoder_shape", None)
+    if encoder_shape is not None:
+        print(f"  encoder output {encoder_shape}; after reduction {_chain_text(cfg.reduction)}: z {z}")
+    print(f"  z has {math.prod(z)} values, {math.prod(z) / math.prod(image):.3f}x the {math.prod(image)} of the image")
     return 0
 
 
