@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from privsplit.attacks import ATTACKS, FAMILIES, AttackOptions, EvalData, train_attacker
-from privsplit.attacks.base import leak_threshold, still_falling
+from privsplit.attacks.base import attacker_converged, leak_threshold, still_falling
 from privsplit.config import Config, apply_overrides
 from privsplit.data.base import TaskInfo
 from privsplit.errors import ConfigError
@@ -12,6 +12,14 @@ def test_registry_lists_attacks_and_rejects_unknown():
     assert ATTACKS.names() == ["attribute", "reconstruction"]
     with pytest.raises(ConfigError, match="valid choices: attribute, reconstruction"):
         ATTACKS.get("membership")
+
+
+def test_overfitting_is_not_under_training():
+    # Loss still falling, but the test accuracy peaked at epoch 2: more epochs cannot raise the best.
+    assert attacker_converged([1.0, 0.5, 0.2], [0.30, 0.35, 0.33], 0.01)
+    # Loss falling and test accuracy still rising at the last epoch: under-trained.
+    assert not attacker_converged([1.0, 0.5, 0.2], [0.30, 0.33, 0.35], 0.01)
+    assert attacker_converged([1.0, 0.6, 0.6], [0.30, 0.33, 0.35], 0.01)
 
 
 def test_still_falling():

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ..errors import ConfigError
 from ..metrics.accuracy import chance_level
-from .base import ATTACKS, Attack, AttackOptions, EvalData, leak_threshold, still_falling
+from .base import ATTACKS, Attack, AttackOptions, EvalData, attacker_converged, leak_threshold
 
 
 class PooledMLP(nn.Module):
@@ -117,7 +117,7 @@ def train_attacker(
         "best_acc": accs[best],
         "best_epoch": best + 1,
         "last_acc": accs[-1],
-        "converged": not still_falling(losses, options.converge_margin),
+        "converged": attacker_converged(losses, accs, options.converge_margin),
     }
 
 

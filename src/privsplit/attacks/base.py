@@ -98,6 +98,15 @@ def still_falling(losses: list[float], margin: float, fitted: float = 0.05) -> b
     return losses[-1] < min(losses[:-1]) * (1 - margin)
 
 
+def attacker_converged(losses: list[float], test_acc: list[float], margin: float) -> bool:
+    """An attacker counts as under-trained only when its training loss is still
+    falling *and* its test accuracy peaked at the last epoch. A test accuracy
+    that peaked earlier while the loss kept falling is overfitting: more epochs
+    would not raise the best accuracy, which is what privacy reports."""
+    peaked_last = max(range(len(test_acc)), key=test_acc.__getitem__) == len(test_acc) - 1
+    return not (still_falling(losses, margin) and peaked_last)
+
+
 def leak_threshold(chance: float, n: int) -> float:
     """Accuracy above which an attacker beats chance beyond sampling noise:
     chance + max(1 point, 3 standard errors of a chance-level classifier on n samples)."""
