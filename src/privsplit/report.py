@@ -63,7 +63,8 @@ def warnings(r: dict[str, Any]) -> list[str]:
             losses = a["families"][fam]["train_loss"]
             out.append(
                 f"attribute attacker {fam!r} had not converged (training loss still falling at epoch {len(losses)}: "
-                f"{_num(losses[-1])} after {_num(min(losses[:-1]) if len(losses) > 1 else None)}); an under-trained "
+                f"{_num(losses[-1])} after {_num(min(losses[:-1]) if len(losses) > 1 else None)}, and test accuracy best at "
+                f"the last epoch); an under-trained "
                 "attacker overstates privacy: rerun with more --attack-epochs"
             )
     rec = r["attacks"].get("reconstruction")
