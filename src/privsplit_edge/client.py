@@ -18,6 +18,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .errors import EdgeError, IdentityMismatch, ServerError
+from .images import decode_square
 from .protocol import API, CONTENT_TYPE, encode_z, identity_mismatches
 
 MANIFEST = "obfuscator.json"
@@ -79,18 +80,8 @@ class Http:
 def load_image(path: str | Path, size: int) -> np.ndarray:
     """Decode an image to float32 (3, size, size) in [0, 1], exactly as the
     training data loader does: RGB, centre-cropped to a square, bilinear resize."""
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.width != im.height:
-                s = min(im.width, im.height)
-                left, top = (im.width - s) // 2, (im.height - s) // 2
-                im = im.crop((left, top, left + s, top + s))
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
+        arr = decode_square(path, size)
     except OSError as e:
         raise EdgeError(f"cannot read image {path}: {e}") from None
     return arr.transpose(2, 0, 1).astype(np.float32) / np.float32(255)

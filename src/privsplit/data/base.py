@@ -15,8 +15,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import Dataset
+
+from privsplit_edge.images import decode_square
 
 from ..errors import ConfigError, DataError
 from ..registry import Registry
@@ -156,19 +157,11 @@ def load_dataset(cfg: DataConfig) -> tuple[LabeledImages, LabeledImages, TaskInf
     return train.subset(cfg.limit_train, cfg.split_seed), test.subset(cfg.limit_test, cfg.split_seed), info
 
 
-def open_image(path: Path, size: int, crop_square: bool = True) -> torch.Tensor:
+def open_image(path: Path, size: int) -> torch.Tensor:
     """Decode an image file to a float (3, size, size) tensor in [0, 1]
-    (centre-cropped to a square first, then resized)."""
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if crop_square and im.width != im.height:
-            s = min(im.width, im.height)
-            left, top = (im.width - s) // 2, (im.height - s) // 2
-            im = im.crop((left, top, left + s, top + s))
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.BILINEAR)
-        arr = np.asarray(im, dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255)
+    (centre-cropped to a square first, then resized), exactly as the edge
+    client does (:func:`privsplit_edge.images.decode_square`)."""
+    return torch.from_numpy(decode_square(path, size).copy()).permute(2, 0, 1).float().div_(255)
 
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, PrivsplitError
+from ..train.checkpoint import state_mismatch
 
 # MS-SSIM at its 5 default scales halves the image 4 times, so the 11-pixel
 # gaussian window needs more than (11 - 1) * 2^4 = 160 pixels per side;
@@ -147,19 +148,10 @@ def load_lpips(path: str | os.PathLike | None = None) -> LPIPS | None:
     for k in list(tensors):
         if k.startswith("lin") and not k.startswith("lins."):
             tensors.setdefault(f"lins.{k[3]}{k[4:]}", tensors[k])
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    wrong = sorted(k for k in set(own) & set(tensors) if tuple(own[k].shape) != tuple(tensors[k].shape))
-    if missing or unexpected or wrong:
-        detail = []
-        if missing:
-            detail.append(f"missing {len(missing)} (e.g. {missing[0]})")
-        if unexpected:
-            detail.append(f"unexpected {len(unexpected)} (e.g. {unexpected[0]})")
-        if wrong:
-            detail.append(f"{len(wrong)} with other shapes (e.g. {wrong[0]}: {tuple(tensors[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)})")
+    problem = state_mismatch(own, tensors)
+    if problem:
         raise ConfigError(
-            f"{p} is not LPIPS(alex) weights ({'; '.join(detail)}). Give the LPIPS network's state dict "
+            f"{p} is not LPIPS(alex) weights ({problem}). Give the LPIPS network's state dict "
             "(net.slice1.0.weight ..., lin0.model.1.weight ...) or torchvision's ImageNet AlexNet state dict "
             "(features.0.weight ...)"
         )

@@ -57,23 +57,29 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
 
 
-def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Load ``tensors`` into ``module``, strictly: every key and shape must match."""
-    own = module.state_dict()
+def state_mismatch(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> str | None:
+    """Why ``tensors`` cannot be loaded into a module whose state dict is
+    ``own`` (missing, unexpected or reshaped keys), or None if it can."""
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
-    wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} (e.g. {unexpected[0]})")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"{len(wrong)} with other shapes (e.g. {k}: {tuple(tensors[k].shape)} vs {tuple(own[k].shape)})")
+    wrong = sorted(k for k in set(own) & set(tensors) if tuple(own[k].shape) != tuple(tensors[k].shape))
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)} (e.g. {unexpected[0]})")
+    if wrong:
+        k = wrong[0]
+        parts.append(f"{len(wrong)} with other shapes (e.g. {k}: {tuple(tensors[k].shape)} vs {tuple(own[k].shape)})")
+    return "; ".join(parts) or None
+
+
+def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``tensors`` into ``module``, strictly: every key and shape must match."""
+    problem = state_mismatch(module.state_dict(), tensors)
+    if problem:
         raise CheckpointError(
-            f"{source} does not match this model ({'; '.join(parts)}): it was saved by a different "
+            f"{source} does not match this model ({problem}): it was saved by a different "
             "configuration or is not a privsplit checkpoint"
         )
     module.load_state_dict(tensors)
