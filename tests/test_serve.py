@@ -243,3 +243,21 @@ def test_cli_server_with_torch_free_edge_client_and_cli_client(run_dir, tmp_path
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("method,extra", [("maxent", ["model.split=none", "reduction=[]"]),
+                                          ("resnet18", ["model.split=none", "reduction=[]"])])
+def test_server_rebuilds_each_methods_own_head(tmp_path, method, extra):
+    """Baselines whose server network is not the backbone's rest still load."""
+    import numpy as np
+
+    from privsplit.config import Config, apply_overrides
+    from privsplit.serve.server import TaskNetwork
+    from privsplit.train.engine import Trainer
+    from tests.conftest import TINY
+
+    cfg = apply_overrides(Config(), [*TINY, f"method={method}", *extra])
+    Trainer(cfg, tmp_path / "run", progress=False, log=lambda s: None).fit()
+    net = TaskNetwork(tmp_path / "run")
+    out = net.predict(np.zeros((2, *net.z_shape), np.float32))
+    assert len(out["predictions"]) == 2 and out["labels"] == ["even", "odd"]

@@ -47,16 +47,22 @@ class TaskNetwork:
 
     def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
         from ..config import load_config
-        from ..models.backbones import build_head
+        from ..data.base import TaskInfo
+        from ..methods import build_method
         from ..train.checkpoint import load_weights, read_weights
 
         rd = Path(run_dir)
         self.identity = run_identity(rd)
         cfg = load_config(rd / "config.yaml")
-        # The heads are rebuilt from the config alone (every method's head is the
-        # backbone's rest); the obfuscator is never built or read here.
+        # The heads are rebuilt from the config alone: the method knows its
+        # server-side network (the backbone's rest for a cut, a whole ResNet18 for
+        # the image-level baselines, an MLP for maxent), which is also what its
+        # "head" attacker family trains. The obfuscator is never built or read here.
+        method = build_method(cfg)
+        info = TaskInfo(cfg.data.name, {h["target"]: h["labels"] for h in self.identity["heads"]},
+                        tuple(self.identity["image_shape"]))
         heads = nn.ModuleDict(
-            {h["name"]: build_head(cfg.model.backbone, cfg.model.split, len(h["labels"])) for h in self.identity["heads"]}
+            {h["name"]: method.attacker_head(info, len(h["labels"])) for h in self.identity["heads"]}
         )
         load_weights(heads, read_weights(rd / "heads.safetensors"), str(rd / "heads.safetensors"))
         self.heads = heads.to(device).eval()
