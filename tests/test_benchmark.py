@@ -120,3 +120,18 @@ def test_configs_for_every_dataset_and_budget():
     faces = entry_config(ENTRIES[5], "utkface", BUDGETS["paper"])
     assert "sigma" not in faces.method_args  # the method's face default (2), not CIFAR-10's 0.8
     assert faces.data.limit_train is None and faces.train.epochs == 20
+
+
+@pytest.mark.slow
+def test_tiny_benchmark_on_real_cifar10(cifar_root, tmp_path, capsys):
+    """The CIFAR-10 configs themselves, end to end, on the real data (tiny budget)."""
+    out = tmp_path / "cifar"
+    assert main(["benchmark", "--dataset", "cifar10", "--budget", "tiny", "--methods", "image_noise",
+                 "--data-root", str(cifar_root), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "# Benchmark: cifar10, budget `tiny`" in printed
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert [(r["name"], r["config"]["method"], r["dataset"], r["n_train"]) for r in runs] == [
+        ("image_noise", "image_noise", "cifar10", 96)]
+    assert runs[0]["config"]["method_args"] == {"sigma": 0.8}  # from configs/cifar10_image_noise.yaml
+    assert "| image_noise | image |" in (out / "benchmark.md").read_text()

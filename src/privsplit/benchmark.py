@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -90,7 +90,7 @@ class Budget:
 BUDGETS = {
     "tiny": Budget(
         "tiny", epochs=1, data={"image_size": 16, "limit_train": 96, "limit_test": 48}, batch_size=32,
-        attack_epochs=1, families=("mlp",), latency_repeats=2,
+        attack_epochs=1, latency_repeats=2,
         about="a smoke test: 96 train / 48 test images of 16x16, one epoch (seconds per method on digits)",
     ),
     "small": Budget(
@@ -304,7 +304,12 @@ def run_benchmark(
             if r is not None:
                 done[e.name] = r
             continue
-        action = train_entry(configs[e.name], run_dir, log, progress)
+        try:
+            action = train_entry(configs[e.name], run_dir, log, progress)
+        except DataError as err:
+            if data_root is None and configs[e.name].data.root is None:
+                raise DataError(f"{err} (privsplit benchmark: give the folder with --data-root DIR)") from None
+            raise
         r = None if action != "skipped" else _read_eval(run_dir, stamp)
         if r is not None:
             log(f"{e.name}: evaluated already, reusing {run_dir / 'eval' / 'results.json'}")
