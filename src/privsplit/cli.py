@@ -1,4 +1,4 @@
-"""Command line: ``privsplit train | info | evaluate | attack | serve | infer | export``.
+"""Command line: ``privsplit train | info | evaluate | attack | serve | infer | export | benchmark``.
 
 Errors in the user's input print one line and exit with status 2, never a
 stack trace.
@@ -175,12 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     # Each command's body lives in its own module, imported here.
+    from .benchmark import add_parser as add_benchmark
     from .evaluate_cli import add_commands as add_evaluate
     from .export import add_parser as add_export
     from .serve.client import add_parser as add_infer
     from .serve.server import add_parser as add_serve
 
-    for register in (add_evaluate, add_serve, add_infer, add_export):
+    for register in (add_evaluate, add_serve, add_infer, add_export, add_benchmark):
         register(sub)
     return parser
 
