@@ -7,7 +7,7 @@ training engine (:mod:`privsplit.train.engine`) runs every method.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,9 @@ from ..errors import ConfigError
 from ..models.backbones import build_head
 from ..models.decoder import Decoder
 from ..registry import Registry
+
+if TYPE_CHECKING:
+    from ..reduction import Reduction
 
 ADVERSARY_KINDS = ("attribute", "decoder")
 
@@ -192,6 +195,29 @@ class Method:
                 f"method {self.name!r} is trained with the task loss only, but adversaries are configured with "
                 f"train.lam={self.cfg.train.lam}; set train.lam=0 to keep them as monitors, or remove them"
             )
+
+    def build_split(self, info: TaskInfo, reduction: "Reduction", allow_no_noise: bool) -> SplitModel:
+        """The model of a method that cuts the backbone at ``model.split``:
+        encoder + ``reduction`` on the client, the backbone's rest per head.
+        The encoder and the first head are cut from one network, so they start
+        as the uncut network would; further heads are fresh copies of the rest."""
+        from ..models.backbones import split_backbone
+        from ..obfuscator import Obfuscator
+
+        cfg = self.cfg
+        unique_names("head", [h.name for h in cfg.heads])
+        unique_names("adversary", [a.name for a in cfg.adversaries])
+        first, *rest = cfg.heads
+        encoder, head = split_backbone(cfg.model.backbone, cfg.model.split, info.num_classes(first.target))
+        heads = {first.name: head, **{h.name: self.attacker_head(info, info.num_classes(h.target)) for h in rest}}
+        obfuscator = Obfuscator(encoder, reduction, info.image_shape, allow_no_noise)
+        return SplitModel(
+            obfuscator,
+            heads,
+            {h.name: h.target for h in cfg.heads},
+            self.build_adversaries(info, obfuscator.z_shape),
+            {a.name: a for a in cfg.adversaries},
+        )
 
     def task_heads(self, info: TaskInfo, make: Callable[[int], nn.Module]) -> dict[str, nn.Module]:
         """One head per configured head, ``make(num_classes)`` each."""

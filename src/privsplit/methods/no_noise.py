@@ -14,8 +14,6 @@ monitors (``train.lam=0``).
 from __future__ import annotations
 
 from ..data.base import TaskInfo
-from ..models.backbones import split_backbone
-from ..obfuscator import Obfuscator
 from ..reduction import Reduction
 from .base import METHODS, Method, SplitModel
 
@@ -25,18 +23,6 @@ class NoNoise(Method):
     name = "no_noise"
 
     def build(self, info: TaskInfo) -> SplitModel:
-        cfg = self.cfg
         self.require_no_reduction()
         self.require_task_only()
-        heads = self.task_heads(info, lambda n: split_backbone(cfg.model.backbone, cfg.model.split, n)[1])
-        first = cfg.heads[0]
-        # Cut one backbone so the encoder and the first head start as the uncut network would.
-        encoder, heads[first.name] = split_backbone(cfg.model.backbone, cfg.model.split, info.num_classes(first.target))
-        obfuscator = Obfuscator(encoder, Reduction(), info.image_shape, allow_no_noise=True)
-        return SplitModel(
-            obfuscator,
-            heads,
-            {h.name: h.target for h in cfg.heads},
-            self.build_adversaries(info, obfuscator.z_shape),
-            {a.name: a for a in cfg.adversaries},
-        )
+        return self.build_split(info, Reduction(), allow_no_noise=True)
