@@ -26,7 +26,7 @@ from .attacks import ATTACKS, AttackOptions, EvalData
 from .config import apply_overrides
 from .data.base import LabeledImages, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
-from .metrics.accuracy import chance_level
+from .metrics.accuracy import chance_level, model_accuracy
 from .metrics.cost import client_cost
 from .metrics.image import load_lpips
 from .run import Run, load_run, read_run_record
@@ -181,12 +181,9 @@ def utility(run: Run, data: EvalData) -> dict[str, Any]:
     """Test accuracy of each trained head on the cached ``z`` of the test split."""
     out = {}
     for name, head in run.model.heads.items():
-        head.eval()
         target = run.model.head_targets[name]
-        hits = 0
-        for i in range(0, len(data.z_test), 512):
-            hits += int((head(data.z_test[i : i + 512]).argmax(1) == data.y_test[target][i : i + 512]).sum())
-        out[name] = {"target": target, "accuracy": hits / len(data.z_test), "chance": chance_level(data.y_test[target])}
+        acc = model_accuracy(head, data.z_test, data.y_test[target])
+        out[name] = {"target": target, "accuracy": acc, "chance": chance_level(data.y_test[target])}
     return out
 
 

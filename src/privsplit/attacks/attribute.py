@@ -19,8 +19,8 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import ConfigError
-from ..metrics.accuracy import chance_level
-from .base import ATTACKS, Attack, AttackOptions, EvalData, attacker_converged, leak_threshold
+from ..metrics.accuracy import chance_level, model_accuracy
+from .base import ATTACKS, Attack, AttackOptions, EvalData, attacker_converged, fit_epoch, leak_threshold
 
 
 class PooledMLP(nn.Module):
@@ -88,26 +88,17 @@ def train_attacker(
     bs = options.batch_size
     bar = tqdm(range(options.epochs), desc=desc, unit="epoch", leave=False, file=sys.stderr,
                disable=None if options.progress is None else not options.progress)
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        z = z_train[idx]
+        if options.augment and z.dim() == 4:
+            flip = (torch.rand(len(z), generator=gen) < 0.5).to(z.device)
+            z = torch.where(flip.view(-1, 1, 1, 1), z.flip(-1), z)
+        return F.cross_entropy(model(z), y_train[idx])
+
     for _ in bar:
-        model.train()
-        order = torch.randperm(len(z_train), generator=gen)
-        if len(order) % bs == 1:
-            order = order[:-1]  # a batch of one breaks batch norm
-        total, n = 0.0, 0
-        for i in range(0, len(order), bs):
-            idx = order[i : i + bs]
-            z = z_train[idx]
-            if options.augment and z.dim() == 4:
-                flip = (torch.rand(len(z), generator=gen) < 0.5).to(z.device)
-                z = torch.where(flip.view(-1, 1, 1, 1), z.flip(-1), z)
-            loss = F.cross_entropy(model(z), y_train[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-            n += len(idx)
-        losses.append(total / max(n, 1))
-        accs.append(_accuracy(model, z_test, y_test, bs * 4))
+        losses.append(fit_epoch(model, opt, len(z_train), bs, gen, batch_loss))
+        accs.append(model_accuracy(model, z_test, y_test, bs * 4))
         bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{100 * accs[-1]:.1f}%")
     bar.close()
     best = max(range(len(accs)), key=accs.__getitem__)
@@ -119,13 +110,6 @@ def train_attacker(
         "last_acc": accs[-1],
         "converged": attacker_converged(losses, accs, options.converge_margin),
     }
-
-
-@torch.no_grad()
-def _accuracy(model: nn.Module, z: torch.Tensor, y: torch.Tensor, bs: int) -> float:
-    model.eval()
-    hits = sum(int((model(z[i : i + bs]).argmax(1) == y[i : i + bs]).sum()) for i in range(0, len(z), bs))
-    return hits / max(len(z), 1)
 
 
 @ATTACKS.register("attribute")

@@ -85,6 +85,32 @@ class Attack:
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
+def fit_epoch(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    n: int,
+    batch_size: int,
+    gen: torch.Generator,
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
+) -> float:
+    """One epoch over ``n`` cached samples in an order drawn from ``gen``;
+    ``batch_loss(indices)`` gives each batch's loss. Returns the mean loss."""
+    model.train()
+    order = torch.randperm(n, generator=gen)
+    if len(order) % batch_size == 1:
+        order = order[:-1]  # a batch of one breaks batch norm
+    total, count = 0.0, 0
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
+        loss = batch_loss(idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(idx)
+        count += len(idx)
+    return total / max(count, 1)
+
+
 def still_falling(losses: list[float], margin: float, fitted: float = 0.05) -> bool:
     """True when the last epoch's loss is still clearly (by the relative
     ``margin``) below every earlier epoch's: the attacker had not converged,

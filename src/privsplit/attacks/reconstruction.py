@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from ..metrics.image import LPIPS, image_metrics
 from ..models.decoder import Decoder
-from .base import ATTACKS, Attack, AttackOptions, EvalData, still_falling
+from .base import ATTACKS, Attack, AttackOptions, EvalData, fit_epoch, still_falling
 
 
 def _images(x: torch.Tensor) -> torch.Tensor:
@@ -44,21 +44,12 @@ class ReconstructionAttack(Attack):
                     f"{tuple(data.info.image_shape)} for {options.epochs} epoch(s)")
         bar = tqdm(range(options.epochs), desc="decoder", unit="epoch", leave=False, file=sys.stderr,
                    disable=None if options.progress is None else not options.progress)
+
+        def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+            return F.mse_loss(decoder(data.z_train[idx]), _images(data.x_train[idx]))
+
         for _ in bar:
-            decoder.train()
-            order = torch.randperm(len(data.z_train), generator=gen)
-            if len(order) % bs == 1:
-                order = order[:-1]  # a batch of one breaks batch norm
-            total, n = 0.0, 0
-            for i in range(0, len(order), bs):
-                idx = order[i : i + bs]
-                loss = F.mse_loss(decoder(data.z_train[idx]), _images(data.x_train[idx]))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
-                n += len(idx)
-            losses.append(total / max(n, 1))
+            losses.append(fit_epoch(decoder, opt, len(data.z_train), bs, gen, batch_loss))
             bar.set_postfix(mse=f"{losses[-1]:.4f}")
         bar.close()
 

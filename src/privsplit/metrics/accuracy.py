@@ -12,6 +12,17 @@ def accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
     return float((logits.argmax(1) == target).float().mean())
 
 
+@torch.no_grad()
+def model_accuracy(model: torch.nn.Module, z: torch.Tensor, target: torch.Tensor, batch_size: int = 512) -> float:
+    """Test accuracy of classifier ``model`` (put in eval mode) on ``z`` (N, ...), in batches."""
+    model.eval()
+    hits = sum(
+        int((model(z[i : i + batch_size]).argmax(1) == target[i : i + batch_size]).sum())
+        for i in range(0, len(z), batch_size)
+    )
+    return hits / max(len(z), 1)
+
+
 def chance_level(labels: torch.Tensor) -> float:
     """Accuracy of always answering the most common class of ``labels``."""
     if len(labels) == 0:

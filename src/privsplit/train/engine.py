@@ -32,6 +32,7 @@ from ..config import Config
 from ..data.base import LabeledImages, TaskInfo, load_dataset
 from ..errors import CheckpointError, ConfigError
 from ..methods import Method, SplitModel, build_method
+from ..metrics.accuracy import chance_level
 from .checkpoint import (
     checkpoint_dirs,
     load_checkpoint,
@@ -144,11 +145,6 @@ def _seed(*parts: int) -> int:
     for p in parts:
         s = (s * 1_000_003 + int(p)) % (2**63 - 1)
     return s
-
-
-def majority_share(labels: torch.Tensor) -> float:
-    """Accuracy of always answering the most common class (chance level)."""
-    return float(torch.bincount(labels).max()) / max(len(labels), 1)
 
 
 class Trainer:
@@ -461,7 +457,7 @@ class Trainer:
         save_weights(rd / "heads.safetensors", self.model.heads)
         if len(self.model.adversaries):
             save_weights(rd / "adversaries.safetensors", self.model.adversaries)
-        chance = {t: majority_share(self.test_set.labels[t]) for t in self.test_set.labels}
+        chance = {t: chance_level(self.test_set.labels[t]) for t in self.test_set.labels}
         write_json(
             rd / "run.json",
             {
