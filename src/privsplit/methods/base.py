@@ -196,17 +196,25 @@ class Method:
                 f"train.lam={self.cfg.train.lam}; set train.lam=0 to keep them as monitors, or remove them"
             )
 
-    def build_split(self, info: TaskInfo, reduction: "Reduction", allow_no_noise: bool) -> SplitModel:
+    def build_split(
+        self,
+        info: TaskInfo,
+        reduction: "Reduction",
+        allow_no_noise: bool,
+        adversaries: list[AdversaryConfig] | None = None,
+    ) -> SplitModel:
         """The model of a method that cuts the backbone at ``model.split``:
         encoder + ``reduction`` on the client, the backbone's rest per head.
         The encoder and the first head are cut from one network, so they start
-        as the uncut network would; further heads are fresh copies of the rest."""
+        as the uncut network would; further heads are fresh copies of the rest.
+        ``adversaries`` defaults to the configured ones."""
         from ..models.backbones import split_backbone
         from ..obfuscator import Obfuscator
 
         cfg = self.cfg
+        advs = cfg.adversaries if adversaries is None else adversaries
         unique_names("head", [h.name for h in cfg.heads])
-        unique_names("adversary", [a.name for a in cfg.adversaries])
+        unique_names("adversary", [a.name for a in advs])
         first, *rest = cfg.heads
         encoder, head = split_backbone(cfg.model.backbone, cfg.model.split, info.num_classes(first.target))
         heads = {first.name: head, **{h.name: self.attacker_head(info, info.num_classes(h.target)) for h in rest}}
@@ -215,8 +223,8 @@ class Method:
             obfuscator,
             heads,
             {h.name: h.target for h in cfg.heads},
-            self.build_adversaries(info, obfuscator.z_shape),
-            {a.name: a for a in cfg.adversaries},
+            self.build_adversaries(info, obfuscator.z_shape, advs),
+            {a.name: a for a in advs},
         )
 
     def task_heads(self, info: TaskInfo, make: Callable[[int], nn.Module]) -> dict[str, nn.Module]:

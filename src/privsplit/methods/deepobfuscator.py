@@ -39,8 +39,6 @@ import torch
 from ..config import AdversaryConfig
 from ..data.base import TaskInfo
 from ..errors import ConfigError
-from ..models.backbones import split_backbone
-from ..obfuscator import Obfuscator
 from ..reduction import Reduction
 from .base import METHODS, Method, MethodArg, SplitModel
 
@@ -74,13 +72,8 @@ class DeepObfuscator(Method):
             raise ConfigError("deepobfuscator trains its obfuscator against the adversaries; set train.lam > 0")
         if min(self.options.values()) < 0:
             raise ConfigError(f"deepobfuscator's weights must be >= 0, got {self.options}")
-        advs = self.adversary_list()
-        heads = self.task_heads(info, lambda n: split_backbone(cfg.model.backbone, cfg.model.split, n)[1])
-        first = cfg.heads[0]
-        encoder, heads[first.name] = split_backbone(cfg.model.backbone, cfg.model.split, info.num_classes(first.target))
         # The obfuscator is the encoder alone: no reduction chain, hence no noise rule.
-        obfuscator = Obfuscator(encoder, Reduction(), info.image_shape, allow_no_noise=True)
-        return SplitModel(obfuscator, heads, {h.name: h.target for h in cfg.heads}, self.build_adversaries(info, obfuscator.z_shape, advs), {a.name: a for a in advs})
+        return self.build_split(info, Reduction(), allow_no_noise=True, adversaries=self.adversary_list())
 
     def privacy_term(self, adv: AdversaryConfig, output: torch.Tensor, x: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
         """``-w * adversary_loss``, ``w`` by the adversary's kind."""
