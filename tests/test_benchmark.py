@@ -23,11 +23,12 @@ def bench(tmp_path_factory):
 def test_tiny_benchmark_writes_tables_and_plot(bench, capsys):
     md = (bench / "benchmark.md").read_text()
     names = METHODS.split(",")
-    for table in ("privacy ↓ | utility ↑ | delta ↑", "MSE ↑ | L1 ↑ | SSIM ↓ | MS-SSIM ↓ | PSNR ↓ | LPIPS ↑", "GFLOPs"):
+    for table in ("privacy ↓ | best attacker | utility ↑ | delta ↑", "MSE ↑ | L1 ↑ | SSIM ↓ | MS-SSIM ↓ | PSNR ↓ | LPIPS ↑",
+                  "GFLOPs", "| method | training (s) | evaluation (s) |"):
         assert table in md
-    # One row per method in each of the three tables, plus the chance / mean-image reference rows.
+    # One row per method in each of the four tables, plus the chance / mean-image reference rows.
     for n in names:
-        assert sum(line.startswith(f"| {n} |") for line in md.splitlines()) == 3
+        assert sum(line.startswith(f"| {n} |") for line in md.splitlines()) == 4
     assert "| chance |" in md and "| mean training image (no z) |" in md
     assert (bench / "privacy_utility.png").stat().st_size > 1000
     record = json.loads((bench / "benchmark.json").read_text())
@@ -40,6 +41,12 @@ def test_tiny_benchmark_writes_tables_and_plot(bench, capsys):
     row = next(line for line in md.splitlines() if line.startswith("| ours_rn18_3 | rn18_3 |"))
     ours = runs[0]
     assert f"{100 * ours['privacy']:.2f}%" in row and f"{100 * ours['utility']:.2f}%" in row
+    attr = ours["attacks"]["attribute"]
+    assert f"| {attr['best_family']} (" in row
+    # The time table: training = the sum of the run's epoch times, evaluation = the evaluator's wall time.
+    epochs = [json.loads(line) for line in (bench / "ours_rn18_3" / "metrics.jsonl").read_text().splitlines()]
+    time_row = [line for line in md.splitlines() if line.startswith("| ours_rn18_3 |")][-1]
+    assert time_row == f"| ours_rn18_3 | {sum(e['epoch_s'] for e in epochs):.0f} | {ours['wall_s']:.0f} |"
 
 
 @pytest.mark.slow

@@ -338,6 +338,27 @@ def _split(r: dict[str, Any]) -> str:
     return "image" if s == "none" else s
 
 
+def _attackers(attr: dict[str, Any]) -> str:
+    from .report import pct
+
+    fams = attr["families"]
+    others = ", ".join(f"{f} {pct(v['best_acc'])}" for f, v in fams.items() if f != attr["best_family"])
+    return attr["best_family"] + (f" ({others})" if others else "")
+
+
+def train_seconds(run_dir: Path) -> float | None:
+    """Training time of a run: the sum of its epochs' ``epoch_s`` in ``metrics.jsonl``
+    (robust to resumes, unlike a single session's wall time); None if unknown."""
+    import json
+
+    f = run_dir / "metrics.jsonl"
+    if not f.is_file():
+        return None
+    rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    last = {row["epoch"]: row.get("epoch_s") for row in rows}  # a resumed epoch counts once
+    return sum(v for v in last.values() if v is not None) if last else None
+
+
 def benchmark_markdown(results: list[dict[str, Any]], record: dict[str, Any]) -> str:
     """The three tables in the paper's form, with chance levels and warnings."""
     from .report import _num, pct, warnings
@@ -351,12 +372,15 @@ def benchmark_markdown(results: list[dict[str, Any]], record: dict[str, Any]) ->
         return "\n".join(md + ["No method has finished yet.", ""])
     r0 = results[0]
     md += [f"## Privacy and utility ({dataset})", "",
-           "| method | split | privacy ↓ | utility ↑ | delta ↑ |", "|---|---|---|---|---|",
-           f"| chance | | {pct(r0['privacy_chance'])} | {pct(r0['utility_chance'])} | |"]
+           "| method | split | privacy ↓ | best attacker | utility ↑ | delta ↑ |", "|---|---|---|---|---|---|",
+           f"| chance | | {pct(r0['privacy_chance'])} | | {pct(r0['utility_chance'])} | |"]
     for r in results:
         delta = "n/a" if r["delta"] is None else f"{100 * r['delta']:+.2f}"
-        md.append(f"| {r['name']} | {_split(r)} | {pct(r['privacy'])} | {pct(r['utility'])} | {delta} |")
-    md += ["", "Accuracies in %; delta = utility - privacy in points.", ""]
+        attr = r["attacks"].get("attribute")
+        best = _attackers(attr) if attr else "n/a"
+        md.append(f"| {r['name']} | {_split(r)} | {pct(r['privacy'])} | {best} | {pct(r['utility'])} | {delta} |")
+    md += ["", "Accuracies in %; delta = utility - privacy in points. Best attacker: the family with the highest "
+           "test accuracy (the others' in brackets).", ""]
     rec = [r for r in results if "reconstruction" in r["attacks"]]
     if rec:
         md += ["## Reconstruction attack", "",
@@ -373,6 +397,12 @@ def benchmark_markdown(results: list[dict[str, Any]], record: dict[str, Any]) ->
         c = r["cost"]
         md.append(f"| {r['name']} | {c['gflops']:.3f} | {c['memory_mb']:.2f} | {c['bytes_per_sample_float32']} | "
                   f"{_num(c['latency_ms_cpu_batch1'], '{:.2f}')} |")
+    md += ["", "## Time", "", "| method | training (s) | evaluation (s) |", "|---|---|---|"]
+    for r in results:
+        md.append(f"| {r['name']} | {_num(train_seconds(Path(r['run'])), '{:.0f}')} | {_num(r.get('wall_s'), '{:.0f}')} |")
+    total = sum((train_seconds(Path(r["run"])) or 0) + (r.get("wall_s") or 0) for r in results)
+    md += ["", f"Training: the sum of its epochs (test pass included); evaluation: encoding, every attacker and the "
+           f"cost measurement. Total {total / 3600:.2f} h.", ""]
     warn = [f"- {r['name']}: {w}" for r in results for w in warnings(r)]
     if warn:
         md += ["", "## Warnings", "", *warn]
