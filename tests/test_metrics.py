@@ -96,6 +96,27 @@ def test_metrics_agree_with_torchmetrics_on_a_noisy_pair():
     assert 0 < m["ssim"] < 1
 
 
+def test_ssim_in_chunks_equals_the_whole_batch_and_stays_small(monkeypatch):
+    import resource
+
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+    import privsplit.metrics.image as mi
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(10, 3, 32, 32, generator=g)
+    y = (x + 0.2 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    whole = float(ssim(y.double() * 255, x.double() * 255, data_range=255.0))
+    monkeypatch.setattr(mi, "SSIM_CHUNK_VALUES", 3 * 3 * 32 * 32)  # chunks of 3, 3, 3 and 1 images
+    assert image_metrics(x, y)["ssim"] == pytest.approx(whole, rel=1e-5)
+    monkeypatch.undo()
+    # 2000 CIFAR-sized images: float64 in one call took ~11 GB here; in float32 chunks well under 1 GB more.
+    big = torch.rand(2000, 3, 32, 32, generator=g)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    image_metrics(big, big.flip(0))
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 < 1.5e9
+
+
 def test_ms_ssim_only_for_large_enough_images():
     from torchmetrics.image import MultiScaleStructuralSimilarityIndexMeasure
 
