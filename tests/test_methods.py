@@ -305,6 +305,21 @@ def test_tiny_run_through_the_cli(method, tmp_path, capsys):
         assert read_weights(tmp_path / "run" / "obfuscator.safetensors") == {}
     if method in ("maxent", "disco", "deepobfuscator"):
         assert any(k.startswith("test/adv/") for k in record["metrics"])
+    # Its client part exports to ONNX, and ONNX Runtime computes the same z.
+    import onnxruntime as ort
+
+    assert main(["export", str(tmp_path / "run"), "--format", "onnx"]) == 0
+    sess = ort.InferenceSession(str(tmp_path / "run" / "export" / "obfuscator.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    z = torch.from_numpy(sess.run(None, {"image": x.numpy()})[0])
+    assert tuple(z.shape) == (3, *record["z_shape"])
+    manifest = json.loads((tmp_path / "run" / "export" / "obfuscator.json").read_text())
+    assert manifest["random_ops"] == (["noise"] if method == "image_noise" else [])
+    if method == "image_noise":  # fresh noise on every run: the clamped noisy image
+        assert 0 <= z.min() and z.max() <= 1 and (z - x).abs().mean() > 0.1
+    else:
+        with torch.no_grad():
+            assert torch.allclose(z, run.model.obfuscator(x), atol=1e-4)
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("cifar10_*.yaml")), ids=lambda p: p.stem)

@@ -1,4 +1,4 @@
-"""Export the obfuscator (encoder + reduction chain) for the edge device.
+"""Export the obfuscator (encoder + reduction chain, or a baseline's client part) for the edge device.
 
 ``privsplit export RUN_DIR --format onnx|torchscript`` writes, into
 ``RUN_DIR/export/`` (or ``--out``):
@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .errors import PrivsplitError
+from .obfuscator import Obfuscator
 from .reduction import Reduction, ReductionOp
 from .reduction.frequency import radial_frequency
 
@@ -150,12 +151,20 @@ class ExportableObfuscator(nn.Module):
 
     def __init__(self, obfuscator: nn.Module) -> None:
         super().__init__()
-        self.encoder = obfuscator.encoder
         self.image_shape = tuple(obfuscator.image_shape)
         self.z_shape = tuple(obfuscator.z_shape)
-        shape = tuple(obfuscator.encoder_shape)
         twins = []
         self.op_names: list[str] = []
+        if not isinstance(obfuscator, Obfuscator):
+            # A baseline's client part (raw or noisy image, MaxEnt embedding, DISCO pruner): one module,
+            # exported as it is; it names its random draws in ``random_ops``.
+            self.encoder = obfuscator
+            self.reduction = nn.Sequential()
+            self.random_ops = list(getattr(obfuscator, "random_ops", ()))
+            return
+        self.encoder = obfuscator.encoder
+        self.random_ops = [op.name for op in obfuscator.reduction if op.random]
+        shape = tuple(obfuscator.encoder_shape)
         for op in obfuscator.reduction:
             if op.name not in EXPORT_TWINS:
                 raise ExportError(
@@ -211,7 +220,7 @@ def export_obfuscator(run_dir: str | Path, fmt: str = "onnx", out_dir: str | Pat
         "output": {"name": "z", "dtype": "float32", "shape": ["N", *model.z_shape]},
         "preprocess": "RGB; centre-crop to a square; bilinear resize to HxW; divide by 255",
         "reduction": run.config.reduction,
-        "random_ops": [n for n, op in zip(model.op_names, run.model.obfuscator.reduction) if op.random],
+        "random_ops": model.random_ops,
         "onnx_opset": ONNX_OPSET,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))

@@ -29,7 +29,10 @@ SIGMA = {"digits": 0.8, "cifar10": 0.8, "celeba": 2.0, "fairface": 2.0, "utkface
 
 def noisy_image(x: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """``clamp(x + sigma * N(0, 1), 0, 1)``, same shape as ``x``."""
-    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    if generator is None:  # randn_like keeps the batch axis dynamic in an ONNX export
+        noise = torch.randn_like(x)
+    else:
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return (x + sigma * noise).clamp_(0.0, 1.0)
 
 
@@ -43,6 +46,7 @@ class NoisyImage(nn.Module):
         self.image_shape = tuple(image_shape)
         self.z_shape = self.image_shape
         self.sigma = float(sigma)
+        self.random_ops = ("noise",)  # for the export manifest: z differs at every run
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return noisy_image(x, self.sigma)
