@@ -6,6 +6,7 @@ from privsplit.attacks.base import attacker_converged, leak_threshold, still_fal
 from privsplit.config import Config, apply_overrides
 from privsplit.data.base import TaskInfo
 from privsplit.errors import ConfigError
+from privsplit.metrics import chance_given
 
 
 def test_registry_lists_attacks_and_rejects_unknown():
@@ -51,6 +52,9 @@ def test_attacker_on_pure_random_z_stays_at_chance():
     assert set(r["families"]) == {"head", "mlp"}
     assert r["verdict"] == "at chance", r
     assert r["accuracy"] <= r["leak_threshold"]
+    # utility = private % 2: knowing it halves the 4 classes to 2
+    assert r["chance_given"] == {"utility": pytest.approx(chance_given(y_test, y_test % 2))}
+    assert r["chance_given"]["utility"] > r["chance"]
 
 
 def test_attacker_learns_a_label_written_in_z():

@@ -30,6 +30,7 @@ def test_tiny_benchmark_writes_tables_and_plot(bench, capsys):
     for n in names:
         assert sum(line.startswith(f"| {n} |") for line in md.splitlines()) == 4
     assert "| chance |" in md and "| mean training image (no z) |" in md
+    assert "| knowing the utility label (no z) |" in md
     assert (bench / "privacy_utility.png").stat().st_size > 1000
     record = json.loads((bench / "benchmark.json").read_text())
     assert record["dataset"] == "digits" and record["budget"] == "tiny" and record["entries"] == names

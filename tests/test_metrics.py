@@ -7,6 +7,7 @@ from privsplit.errors import ConfigError
 from privsplit.metrics import (
     MS_SSIM_MIN_SIDE,
     accuracy,
+    chance_given,
     chance_level,
     client_cost,
     count_flops,
@@ -70,6 +71,15 @@ def test_accuracy_and_chance():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]])
     assert accuracy(logits, torch.tensor([0, 1, 1])) == pytest.approx(2 / 3)
     assert chance_level(torch.tensor([0, 0, 0, 1])) == 0.75
+
+
+def test_chance_given_the_task_label():
+    # CIFAR-10 in miniature: 6 living classes, 4 non-living, 10 images each.
+    private = torch.arange(10).repeat_interleave(10)
+    living = torch.tensor([0, 0, 1, 1, 1, 1, 1, 1, 0, 0]).repeat_interleave(10)
+    assert chance_given(private, living) == pytest.approx(0.2)  # 1/6 of the living + 1/4 of the rest
+    assert chance_given(private, private) == 1.0  # knowing the private label itself
+    assert chance_given(private, torch.zeros(100, dtype=torch.long)) == chance_level(private)
 
 
 def test_identical_images_ssim_one_psnr_infinite():

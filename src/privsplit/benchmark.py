@@ -374,13 +374,17 @@ def benchmark_markdown(results: list[dict[str, Any]], record: dict[str, Any]) ->
     md += [f"## Privacy and utility ({dataset})", "",
            "| method | split | privacy ↓ | best attacker | utility ↑ | delta ↑ |", "|---|---|---|---|---|---|",
            f"| chance | | {pct(r0['privacy_chance'])} | | {pct(r0['utility_chance'])} | |"]
+    given = r0["attacks"].get("attribute", {}).get("chance_given", {})
+    md += [f"| knowing the {other} label (no z) | | {pct(v)} | | | |" for other, v in given.items()]
     for r in results:
         delta = "n/a" if r["delta"] is None else f"{100 * r['delta']:+.2f}"
         attr = r["attacks"].get("attribute")
         best = _attackers(attr) if attr else "n/a"
         md.append(f"| {r['name']} | {_split(r)} | {pct(r['privacy'])} | {best} | {pct(r['utility'])} | {delta} |")
     md += ["", "Accuracies in %; delta = utility - privacy in points. Best attacker: the family with the highest "
-           "test accuracy (the others' in brackets).", ""]
+           "test accuracy (the others' in brackets)."
+           + (" 'Knowing the ... label': an attacker who knows that label exactly and answers the most common "
+              "private class given it: the privacy of a z that reveals the task's answer and nothing else." if given else ""), ""]
     rec = [r for r in results if "reconstruction" in r["attacks"]]
     if rec:
         md += ["## Reconstruction attack", "",

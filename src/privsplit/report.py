@@ -134,6 +134,8 @@ def run_markdown(r: dict[str, Any]) -> str:
             flag = "" if f["converged"] else " (not converged)"
             md.append(f"| attacker `{fam}` on {a['target']}, best of {len(f['test_acc'])} epochs (epoch {f['best_epoch']}){flag} "
                       f"| {pct(f['best_acc'])} | {pct(a['chance'])} |")
+        for other, v in a.get("chance_given", {}).items():
+            md.append(f"| no z, knowing the true {other} label: its most common {a['target']} class | {pct(v)} | |")
         md.append(f"| **privacy** = best attacker | **{pct(a['accuracy'])}** | {pct(a['chance'])} |")
         md.append(f"| **delta** = utility - privacy | **{100 * r['delta']:+.2f} points** | |")
         md += ["", f"Attackers: Adam lr {a['lr']}, batch {a['batch_size']}, {a['epochs']} epochs on cached z, seed {a['seed']}"

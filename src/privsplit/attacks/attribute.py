@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import ConfigError
-from ..metrics.accuracy import chance_level, model_accuracy
+from ..metrics.accuracy import chance_given, chance_level, model_accuracy
 from .base import ATTACKS, Attack, AttackOptions, EvalData, attacker_converged, fit_epoch, leak_threshold
 
 
@@ -143,6 +143,9 @@ class AttributeAttack(Attack):
             "target": target,
             "num_classes": k,
             "chance": chance,
+            # what an attacker knowing another label (the task's) exactly, and nothing else, gets
+            "chance_given": {other: chance_given(data.y_test[target], y) for other, y in data.y_test.items()
+                             if other != target},
             "accuracy": acc,
             "best_family": best_family,
             "families": families,

@@ -1,6 +1,6 @@
 """Measures: accuracy, image similarity, client cost (FLOPs, memory, bytes, latency)."""
 
-from .accuracy import accuracy, chance_level
+from .accuracy import accuracy, chance_given, chance_level
 from .cost import FlopCount, client_cost, count_flops, cpu_latency_ms, memory_mb, payload_bytes
 from .image import MS_SSIM_MIN_SIDE, LPIPS, image_metrics, load_lpips
 
@@ -9,6 +9,7 @@ __all__ = [
     "LPIPS",
     "MS_SSIM_MIN_SIDE",
     "accuracy",
+    "chance_given",
     "chance_level",
     "client_cost",
     "count_flops",
