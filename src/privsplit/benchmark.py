@@ -402,9 +402,10 @@ def benchmark_markdown(results: list[dict[str, Any]], record: dict[str, Any]) ->
         md.append(f"| {r['name']} | {c['gflops']:.3f} | {c['memory_mb']:.2f} | {c['bytes_per_sample_float32']} | "
                   f"{_num(c['latency_ms_cpu_batch1'], '{:.2f}')} |")
     md += ["", "## Time", "", "| method | training (s) | evaluation (s) |", "|---|---|---|"]
+    train_s = {r["name"]: train_seconds(Path(r["run"])) for r in results}
     for r in results:
-        md.append(f"| {r['name']} | {_num(train_seconds(Path(r['run'])), '{:.0f}')} | {_num(r.get('wall_s'), '{:.0f}')} |")
-    total = sum((train_seconds(Path(r["run"])) or 0) + (r.get("wall_s") or 0) for r in results)
+        md.append(f"| {r['name']} | {_num(train_s[r['name']], '{:.0f}')} | {_num(r.get('wall_s'), '{:.0f}')} |")
+    total = sum((train_s[r["name"]] or 0) + (r.get("wall_s") or 0) for r in results)
     md += ["", f"Training: the sum of its epochs (test pass included); evaluation: encoding, every attacker and the "
            f"cost measurement. Total {total / 3600:.2f} h.", ""]
     warn = [f"- {r['name']}: {w}" for r in results for w in warnings(r)]

@@ -35,8 +35,9 @@ def chance_given(labels: torch.Tensor, known: torch.Tensor) -> float:
     exactly and nothing else: within each value of ``known`` it answers the
     most common class of ``labels``.
 
-    This is the privacy an obfuscator cannot beat while its task works: on
-    CIFAR-10, knowing living (6 classes) vs non-living (4) alone gives 20%.
+    An attacker reads about this much from any ``z`` that serves the task
+    well: on CIFAR-10, knowing living (6 classes) vs non-living (4) alone
+    gives 20%.
 
     Example:
         >>> chance_given(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 0, 0, 1]))
