@@ -23,7 +23,7 @@ def bench(tmp_path_factory):
 def test_tiny_benchmark_writes_tables_and_plot(bench, capsys):
     md = (bench / "benchmark.md").read_text()
     names = METHODS.split(",")
-    for table in ("privacy ↓ | best attacker | utility ↑ | delta ↑", "MSE ↑ | L1 ↑ | SSIM ↓ | MS-SSIM ↓ | PSNR ↓ | LPIPS ↑",
+    for table in ("privacy@1 ↓ | best attacker | privacy@16 ↓ | privacy@inf ↓ | utility ↑ | delta@1 ↑ | delta@16 ↑", "MSE ↑ | L1 ↑ | SSIM ↓ | MS-SSIM ↓ | PSNR ↓ | LPIPS ↑",
                   "GFLOPs", "| method | training (s) | evaluation (s) |"):
         assert table in md
     # One row per method in each of the four tables, plus the chance / mean-image reference rows.
@@ -44,6 +44,13 @@ def test_tiny_benchmark_writes_tables_and_plot(bench, capsys):
     assert f"{100 * ours['privacy']:.2f}%" in row and f"{100 * ours['utility']:.2f}%" in row
     attr = ours["attacks"]["attribute"]
     assert f"| {attr['best_family']} (" in row
+    # Repeated queries: privacy@16 and @inf of ours (random), one value for every k of maxent (deterministic).
+    by = ours["privacy_by_queries"]
+    assert f"| {100 * by['16']:.2f}% | {100 * by['inf']:.2f}% |" in row
+    assert f"{100 * ours['delta_by_queries']['16']:+.2f} |" in row
+    maxent = next(r for r in runs if r["name"] == "maxent")
+    assert len(set(maxent["privacy_by_queries"].values())) == 1
+    assert (bench / "privacy_queries.png").stat().st_size > 1000
     # The time table: training = the sum of the run's epoch times, evaluation = the evaluator's wall time.
     epochs = [json.loads(line) for line in (bench / "ours_rn18_3" / "metrics.jsonl").read_text().splitlines()]
     time_row = [line for line in md.splitlines() if line.startswith("| ours_rn18_3 |")][-1]

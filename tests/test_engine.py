@@ -189,3 +189,36 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     assert out.stdout.count("finished: ours on digits") == 1  # only rank 0 reports
     # Each process saw half of every epoch: 128 / 2 / 16 = 4 steps per epoch.
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_adversary_on_the_noise_free_features_pushes_the_encoder(tiny, tmp_path):
+    """``queries: inf`` makes the adversary read the noise-free features: its term's
+    gradient on the obfuscator is that of the entropy objective on reduce_silenced(encode(x))."""
+    lam = 0.5
+    base = ["train.flip=false", "reduction=[{op: noise, sigma: 4}]",
+            "adversaries=[{name: clean, kind: attribute, target: private, queries: inf, objective: entropy}]"]
+    _, with_adv, _, _ = _grads_after_step(tiny(*base, f"train.lam={lam}"), tmp_path, "a")
+    trainer, task_only, state, (x, y) = _grads_after_step(tiny(*base, "train.lam=0"), tmp_path, "b")
+    trainer.model.load_state_dict(state)
+    trainer.model.train()
+    obf = trainer.model.obfuscator
+    clean = obf.reduce_silenced(obf.encode(x))  # no noise: a deterministic function of x
+    views = trainer._adversary_views(obf.encode(x), obf.reduce(obf.encode(x)))
+    assert torch.allclose(views["clean"], clean)
+    from privsplit.methods.base import kl_to_uniform
+
+    own = torch.autograd.grad(kl_to_uniform(trainer.model.adversaries["clean"](clean)), list(obf.parameters()))
+    term = torch.cat([(a - b).flatten() for a, b in zip(with_adv["obfuscator"], task_only["obfuscator"])])
+    own = torch.cat([g.flatten() for g in own])
+    assert torch.allclose(term, lam * own, atol=1e-5, rtol=1e-3)
+
+
+@pytest.mark.parametrize("adv,message", [
+    ("{name: a, queries: 0}", "queries must be a whole number >= 1 or inf"),
+    ("{name: a, queries: many}", "queries must be a whole number >= 1 or inf"),
+    ("{name: a, objective: fool}", "objective must be one of ce, entropy"),
+    ("{name: a, kind: decoder, objective: entropy}", "entropy only for kind attribute"),
+])
+def test_bad_adversary_settings_are_refused(tiny, tmp_path, adv, message):
+    with pytest.raises(ConfigError, match=message):
+        Trainer(tiny(f"adversaries=[{adv}]"), tmp_path / "run").fit()

@@ -32,8 +32,20 @@ def test_evaluate_writes_results_report_and_plots(evaluated, run_dir):
     assert r["n_train"] == 96 and r["n_test"] == 48
     assert r["config"]["model"]["split"] == "rn18_3" and r["seeds"]["attackers"] == 0
     a = r["attacks"]["attribute"]
-    assert set(a["families"]) == {"head", "mlp"}
+    assert set(a["families"]) == {"head", "mlp", "knn"}
     assert a["accuracy"] == max(f["best_acc"] for f in a["families"].values()) == r["privacy"]
+    # Repeated queries (default 1, 16, inf): every key, each the best attacker at that k; headline = 1 query.
+    assert list(r["privacy_by_queries"]) == ["1", "16", "inf"] == a["queries"]
+    assert r["privacy_by_queries"]["1"] == r["privacy"]
+    for q, v in r["privacy_by_queries"].items():
+        assert v == max(f["best_acc"] for f in a["by_queries"][q]["families"].values())
+        assert r["delta_by_queries"][q] == pytest.approx(r["utility"] - v)
+    assert a["fresh_draws"] is True and r["random_ops"] == ["noise"]
+    # Averaging shrinks the noise: privacy does not improve with more queries (48 test images: ~7 points of noise).
+    p = r["privacy_by_queries"]
+    assert p["16"] >= p["1"] - 0.1 and p["inf"] >= p["1"] - 0.1, p
+    assert list(r["attacks"]["reconstruction"]["by_queries"]) == ["1", "16", "inf"]
+    assert (evaluated / "privacy_queries.png").stat().st_size > 0 and (evaluated / "reconstruction_q16.png").exists()
     assert r["delta"] == pytest.approx(r["utility"] - r["privacy"])
     assert 0 < a["chance"] < 1 and a["chance"] == r["privacy_chance"]
     m = r["attacks"]["reconstruction"]["metrics"]
@@ -49,6 +61,7 @@ def test_report_has_chance_verdicts_and_convergence_warnings(evaluated):
     md = (evaluated / "report.md").read_text()
     assert "vs chance" in md and ("-> leaks" in md or "-> at chance" in md)
     assert "reconstruction attack: SSIM" in md
+    assert "## Repeated queries" in md and "inf = every noise op silenced" in md
     assert "MS-SSIM needs more than 160 px" in md.replace("MS-SSIM at its default 5 scales needs", "MS-SSIM needs")
     # Two attacker epochs on 96 images: the losses are still falling, and the report says so.
     assert "had not converged" in md
@@ -76,6 +89,23 @@ def test_several_runs_give_one_comparison(run_dir, tmp_path, capsys):
     assert len(json.loads((out / "results.json").read_text())["runs"]) == 2
     assert (out / "a" / "report.md").exists() and (out / "b" / "report.md").exists()
     assert "# Comparison" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", ["0", "-4", "x", "1,,2.5"])
+def test_bad_queries_are_one_line_errors(run_dir, tmp_path, capsys, bad):
+    assert main(["evaluate", str(run_dir), "--out", str(tmp_path / "q"), "--queries", bad, *QUICK]) == 2
+    err = capsys.readouterr().err
+    assert "--queries takes whole numbers >= 1 and 'inf'" in err or "--queries is empty" in err
+    assert "Traceback" not in err
+
+
+def test_consistent_randomness_makes_repeats_useless(run_dir, tmp_path):
+    out = tmp_path / "c"
+    assert main(["attack", str(run_dir), "--attack", "attribute", "--families", "knn", "--queries", "1,4,inf",
+                 "--consistent-randomness", "--out", str(out), *QUICK]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["consistent_randomness"] is True
+    assert len(set(r["privacy_by_queries"].values())) == 1 and list(r["privacy_by_queries"]) == ["1", "4", "inf"]
 
 
 def test_lpips_with_a_weights_file(run_dir, tmp_path):

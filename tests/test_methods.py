@@ -15,7 +15,7 @@ from privsplit.data.base import TaskInfo
 from privsplit.errors import ConfigError
 from privsplit.methods import METHODS, build_method
 from privsplit.methods.disco import top_k_mask
-from privsplit.methods.maxent import entropy
+from privsplit.methods.base import entropy
 from privsplit.run import load_run
 from privsplit.train.checkpoint import read_weights
 from privsplit.train.engine import Trainer
@@ -311,15 +311,21 @@ def test_tiny_run_through_the_cli(method, tmp_path, capsys):
     assert main(["export", str(tmp_path / "run"), "--format", "onnx"]) == 0
     sess = ort.InferenceSession(str(tmp_path / "run" / "export" / "obfuscator.onnx"), providers=["CPUExecutionProvider"])
     x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    z = torch.from_numpy(sess.run(None, {"image": x.numpy()})[0])
-    assert tuple(z.shape) == (3, *record["z_shape"])
     manifest = json.loads((tmp_path / "run" / "export" / "obfuscator.json").read_text())
     assert manifest["random_ops"] == (["noise"] if method == "image_noise" else [])
-    if method == "image_noise":  # fresh noise on every run: the clamped noisy image
+    client = run.model.obfuscator
+    assert manifest["draws"]["per_image"] == client.draws == (2 * 3 * 16 * 16 if method == "image_noise" else 0)
+    feed = {"image": x.numpy()}
+    u = None
+    if client.draws:  # random draws are an input: the same draws give the same z
+        u = torch.rand(3, client.draws, generator=torch.Generator().manual_seed(1)).clamp(2**-24, 1 - 2**-24)
+        feed["draws"] = u.numpy()
+    z = torch.from_numpy(sess.run(None, feed)[0])
+    assert tuple(z.shape) == (3, *record["z_shape"])
+    with torch.no_grad():
+        assert torch.allclose(z, client(x, u), atol=1e-4)
+    if method == "image_noise":  # the clamped noisy image
         assert 0 <= z.min() and z.max() <= 1 and (z - x).abs().mean() > 0.1
-    else:
-        with torch.no_grad():
-            assert torch.allclose(z, run.model.obfuscator(x), atol=1e-4)
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("cifar10_*.yaml")), ids=lambda p: p.stem)

@@ -17,7 +17,7 @@ from .data import DATASETS, DataConfig, load_dataset
 from .errors import CheckpointError, ConfigError, DataError, PrivsplitError
 from .methods import METHODS, SplitModel, build_method
 from .models import BACKBONES, build_backbone, representation_shape, split_backbone, split_points
-from .obfuscator import Obfuscator
+from .obfuscator import ClientPart, Obfuscator
 from .reduction import OPS, Reduction
 from .run import Run, load_run
 from .train import TrainConfig
@@ -28,6 +28,7 @@ __all__ = [
     "BACKBONES",
     "CheckpointError",
     "Client",
+    "ClientPart",
     "Config",
     "ConfigError",
     "DATASETS",

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .attacks.base import query_key
 from .errors import ConfigError, DataError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -46,6 +47,7 @@ class Entry:
 ENTRIES = (
     Entry("ours_rn18_3", "ours", "{dataset}_rn18_3.yaml"),
     Entry("ours_rn18_4", "ours", "{dataset}_rn18_4.yaml"),
+    Entry("ours_rn18_3_robust", "ours", "{dataset}_rn18_3_robust.yaml"),
     Entry("no_noise_rn18_3", "no_noise", "{dataset}_no_noise_rn18_3.yaml"),
     Entry("no_noise_rn18_4", "no_noise", "{dataset}_no_noise_rn18_4.yaml"),
     Entry("resnet18", "resnet18", "{dataset}_resnet18.yaml"),
@@ -66,6 +68,7 @@ class Budget:
         data: ``data.*`` overrides (subset sizes, image size) of every entry.
         attack_epochs: epochs of every attacker (attribute and reconstruction).
         families: attribute attacker families.
+        queries: numbers of repeated queries the attribute and reconstruction attacks run at.
         latency_repeats: batch-1 CPU passes timed for the client's latency.
         about: the expected cost, shown in ``--help``.
     """
@@ -75,7 +78,8 @@ class Budget:
     data: dict[str, Any] = field(default_factory=dict)
     batch_size: int | None = None
     attack_epochs: int = 10
-    families: tuple[str, ...] = ("head", "mlp")
+    families: tuple[str, ...] = ("head", "mlp", "knn")
+    queries: tuple[float, ...] = (1, 16, math.inf)
     latency_repeats: int = 20
     about: str = ""
 
@@ -84,6 +88,7 @@ class Budget:
         d = dataclasses.asdict(self)
         d.pop("about")
         d["families"] = list(self.families)
+        d["queries"] = [query_key(q) for q in self.queries]
         return d
 
 
@@ -96,8 +101,10 @@ BUDGETS = {
     "small": Budget(
         "small", epochs=5, data={"limit_train": 20000, "limit_test": 5000}, attack_epochs=5,
         about="20000 train / 5000 test images, 5 training and 5 attacker epochs, for a 2-core CPU: "
-        "CIFAR-10's 9 methods take about 2 hours there (measured per 32x32 image on 2 cores: training "
-        "ours ~670 images/s, deepobfuscator ~130/s; the three attackers together ~270 images/s per epoch). "
+        "CIFAR-10's 9 methods took about 2 hours there with 2 attacker families at one query (measured per "
+        "32x32 image on 2 cores: training ours ~670 images/s, deepobfuscator ~130/s; the three attackers "
+        "together ~270 images/s per epoch); the attacks of a random client now run at 1, 16 and inf queries "
+        "(a deterministic client's once), which makes them roughly 3x longer. "
         "The face sets' 178x178 images cost ~30x more each: run those on a GPU",
     ),
     "paper": Budget(
@@ -290,7 +297,7 @@ def run_benchmark(
                 "entries": [e.name for e in entries], "created": time.strftime("%Y-%m-%d %H:%M:%S")})
     options = EvalOptions(
         overrides=[f"data.root={data_root}"] if data_root else [],
-        attack=AttackOptions(epochs=b.attack_epochs, families=b.families),
+        attack=AttackOptions(epochs=b.attack_epochs, families=b.families, queries=b.queries),
         lpips_weights=lpips_weights, latency_repeats=b.latency_repeats, device=device, progress=progress, log=log,
     )
     stamp = {"budget": b.settings(), "data": data}
@@ -319,6 +326,7 @@ def run_benchmark(
         done[e.name] = r
     results = [done[e.name] for e in ENTRIES if e.name in done]
     report.plot_privacy_utility(results, out / "privacy_utility.png")
+    report.plot_privacy_queries(results, out / "privacy_queries.png")
     write_json(out / "results.json", report._jsonable({"benchmark": record, "runs": results}))
     write_text(out / "benchmark.md", benchmark_markdown(results, record))
     return results
@@ -367,22 +375,34 @@ def benchmark_markdown(results: list[dict[str, Any]], record: dict[str, Any]) ->
     md = [f"# Benchmark: {dataset}, budget `{record['budget']}`", "",
           f"- every method: {settings['epochs']} training epoch(s); data {', '.join(f'{k} {v}' for k, v in record['data'].items())}",
           f"- attackers trained after training on z: {settings['attack_epochs']} epoch(s), families "
-          f"{', '.join(settings['families'])}; privacy = the best attacker's test accuracy on the private label", ""]
+          f"{', '.join(settings['families'])}, at {', '.join(settings.get('queries', ['1']))} quer(ies) of each image; "
+          "privacy = the best attacker's test accuracy on the private label", ""]
     if not results:
         return "\n".join(md + ["No method has finished yet.", ""])
     r0 = results[0]
+    qs = [q for q in ("16", "inf") if any(q in r.get("privacy_by_queries", {}) for r in results)]
     md += [f"## Privacy and utility ({dataset})", "",
-           "| method | split | privacy ↓ | best attacker | utility ↑ | delta ↑ |", "|---|---|---|---|---|---|",
-           f"| chance | | {pct(r0['privacy_chance'])} | | {pct(r0['utility_chance'])} | |"]
+           "| method | split | privacy@1 ↓ | best attacker | " + "".join(f"privacy@{q} ↓ | " for q in qs)
+           + "utility ↑ | delta@1 ↑ |" + (" delta@16 ↑ |" if "16" in qs else ""),
+           "|---|---|---|---|" + "---|" * len(qs) + "---|---|" + ("---|" if "16" in qs else ""),
+           f"| chance | | {pct(r0['privacy_chance'])} | | " + "| " * len(qs) + f"{pct(r0['utility_chance'])} | |"
+           + (" |" if "16" in qs else "")]
     given = r0["attacks"].get("attribute", {}).get("chance_given", {})
-    md += [f"| knowing the {other} label (no z) | | {pct(v)} | | | |" for other, v in given.items()]
+    md += [f"| knowing the {other} label (no z) | | {pct(v)} | | " + "| " * len(qs) + "| |" + (" |" if "16" in qs else "")
+           for other, v in given.items()]
     for r in results:
         delta = "n/a" if r["delta"] is None else f"{100 * r['delta']:+.2f}"
         attr = r["attacks"].get("attribute")
         best = _attackers(attr) if attr else "n/a"
-        md.append(f"| {r['name']} | {_split(r)} | {pct(r['privacy'])} | {best} | {pct(r['utility'])} | {delta} |")
-    md += ["", "Accuracies in %; delta = utility - privacy in points. Best attacker: the family with the highest "
-           "test accuracy (the others' in brackets)."
+        by = r.get("privacy_by_queries", {})
+        cells = "".join(f"{pct(by.get(q))} | " for q in qs)
+        d16 = r.get("delta_by_queries", {}).get("16")
+        md.append(f"| {r['name']} | {_split(r)} | {pct(r['privacy'])} | {best} | {cells}{pct(r['utility'])} | {delta} |"
+                  + (f" {'n/a' if d16 is None else f'{100 * d16:+.2f}'} |" if "16" in qs else ""))
+    md += ["", "Accuracies in %; delta = utility - privacy in points. Best attacker (at one query): the family with "
+           "the highest test accuracy (the others' in brackets). privacy@k: the best attacker when the server "
+           "averages k queries of each image (inf: the noise-free limit); a deterministic client has one value "
+           "for every k. Attackers own the obfuscator: fresh draws of its randomness every epoch."
            + (" 'Knowing the ... label': an attacker who knows that label exactly and answers the most common "
               "private class given it: the privacy of a z that reveals the task's answer and nothing else." if given else ""), ""]
     rec = [r for r in results if "reconstruction" in r["attacks"]]
@@ -411,7 +431,7 @@ def benchmark_markdown(results: list[dict[str, Any]], record: dict[str, Any]) ->
     warn = [f"- {r['name']}: {w}" for r in results for w in warnings(r)]
     if warn:
         md += ["", "## Warnings", "", *warn]
-    md += ["", "![privacy vs utility](privacy_utility.png)", ""]
+    md += ["", "![privacy vs utility](privacy_utility.png)", "", "![privacy vs queries](privacy_queries.png)", ""]
     return "\n".join(md)
 
 

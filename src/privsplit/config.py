@@ -59,11 +59,23 @@ class AdversaryConfig:
         kind: "attribute" (classifier of ``target``; a fresh copy of the
             backbone's rest) or "decoder" (reconstructs the image).
         target: label an attribute adversary predicts.
+        queries: what the adversary sees: ``z`` (1), the mean of K draws of the
+            client's randomness for each image (K, what a server that received
+            the image K times holds), or ``inf``, the noise-free features
+            (every noise op silenced). K > 1 and inf train the obfuscator to
+            remove the private attribute from the encoder's output itself,
+            not only to hide it under fresh noise.
+        objective: what the obfuscator does to an attribute adversary: ``ce``
+            maximises its cross-entropy (the paper), ``entropy`` makes its
+            prediction maximally uncertain (MaxEnt-ARL's term, which cannot be
+            gamed by being confidently wrong).
     """
 
     name: str = "adversary"
     kind: str = "attribute"
     target: str = "private"
+    queries: Union[int, str] = 1
+    objective: str = "ce"
 
 
 def _default_reduction() -> list[dict[str, Any]]:

@@ -1,8 +1,10 @@
 """``privsplit evaluate`` and ``privsplit attack``: measure a trained run.
 
 The obfuscator is frozen and used exactly as deployed: batch norm in eval
-mode, its random ops on, fresh randomness per sample (seeded). ``z`` of both
-splits is computed once and every attacker trains on the cached tensors.
+mode, its random ops on. The output of its deterministic stage (the encoder)
+is computed once for both splits; the random stage is drawn from there, so
+attackers can train on fresh draws every epoch (they own the obfuscator) and be
+tested after k repeated queries of each image (``z`` averaged over k draws).
 
 Example:
     >>> results = evaluate_run("runs/digits-ours-rn18_3-20260101-120000")  # doctest: +SKIP
@@ -44,7 +46,10 @@ class EvalOptions:
         overrides: ``data.*`` settings changed from the run's config
             (``data.root=DIR``, ``data.limit_train=2000``, ...).
         attack: how attackers are trained.
-        seed: seeds the obfuscator's random ops while computing ``z``.
+        seed: seeds the obfuscator's random draws of the test images (and of the
+            training images where attackers do not draw afresh).
+        consistent: evaluate the client as deployed with consistent randomness
+            (a device key): a repeated query of an image sends the same ``z``.
         encode_batch_size: batch size for computing ``z``.
         lpips_weights: LPIPS weights file (else ``$PRIVSPLIT_LPIPS_WEIGHTS``; else LPIPS is unavailable).
         latency_repeats: batch-1 CPU forward passes timed for the latency (0: skip).
@@ -60,6 +65,7 @@ class EvalOptions:
     overrides: list[str] = field(default_factory=list)
     attack: AttackOptions = field(default_factory=AttackOptions)
     seed: int = 0
+    consistent: bool = False
     encode_batch_size: int = 256
     lpips_weights: str | None = None
     latency_repeats: int = 20
@@ -128,52 +134,50 @@ def load_eval_data(run: Run, options: EvalOptions, keep_images: bool) -> tuple[E
     obf = run.model.obfuscator.eval()
     for p in obf.parameters():
         p.requires_grad_(False)
-    per_sample = 4 * math.prod(obf.z_shape) + (math.prod(info.image_shape) if keep_images else 0)
+    per_sample = 4 * math.prod(obf.encoded_shape) + (math.prod(info.image_shape) if keep_images else 0)
     need = (len(train) + len(test)) * per_sample / 2**30
     if need > options.max_cache_gib:
         fit = int(options.max_cache_gib * 2**30 / per_sample)
         raise ConfigError(
-            f"caching z{' and the images' if keep_images else ''} of {len(train)} + {len(test)} images needs "
+            f"caching the encoder's output{' and the images' if keep_images else ''} of {len(train)} + {len(test)} images needs "
             f"{need:.1f} GiB (limit {options.max_cache_gib:g} GiB): evaluate on a random sample, e.g. "
             f"--set data.limit_train={max(1, int(fit * 0.8))} --set data.limit_test={max(1, fit - int(fit * 0.8))}"
         )
     nw = data_cfg.num_workers
-    z_train, y_train, x_train = encode(obf, train, options, options.seed, keep_images, "z train", nw)
-    z_test, y_test, x_test = encode(obf, test, options, options.seed + 1, keep_images, "z test", nw)
-    data = EvalData(run.config, info, z_train, z_test, y_train, y_test, x_train, x_test)
+    e_train, y_train, x_train = encode(obf, train, options, keep_images, "encode train", nw)
+    e_test, y_test, x_test = encode(obf, test, options, keep_images, "encode test", nw)
+    data = EvalData(run.config, info, obf, e_train, e_test, y_train, y_test, x_train, x_test,
+                    seed=options.seed, consistent=options.consistent)
     return data, test
 
 
 @torch.no_grad()
 def encode(
-    obfuscator: torch.nn.Module,
+    client: torch.nn.Module,
     ds: LabeledImages,
     options: EvalOptions,
-    seed: int,
     keep_images: bool,
-    desc: str = "z",
+    desc: str = "encode",
     num_workers: int = 0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
-    """``z`` of every image of ``ds`` (random ops drawn fresh per sample from a
-    generator seeded with ``seed``), its labels, and the uint8 images if asked."""
+    """The deterministic stage of the client (``client.encode``) for every image
+    of ``ds``, its labels, and the uint8 images if asked."""
     from .train.engine import batches
 
-    zs, xs = [], []
+    es, xs = [], []
     labels: dict[str, list[torch.Tensor]] = {}
     bs = options.encode_batch_size
-    device = resolve_device(options.device)  # cached z stays where it is computed
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        it = batches(ds, torch.arange(len(ds)), bs, num_workers)
-        for x, y in tqdm(it, total=-(-len(ds) // bs), desc=desc, unit="batch", leave=False, file=sys.stderr,
-                         disable=None if options.progress is None else not options.progress):
-            x = x.to(device)
-            zs.append(obfuscator(x).float())
-            for k, v in y.items():
-                labels.setdefault(k, []).append(v.to(device))
-            if keep_images:
-                xs.append((x * 255).round().clamp(0, 255).to(torch.uint8))
-    return torch.cat(zs), {k: torch.cat(v) for k, v in labels.items()}, (torch.cat(xs) if keep_images else None)
+    device = resolve_device(options.device)  # the cache stays where it is computed
+    it = batches(ds, torch.arange(len(ds)), bs, num_workers)
+    for x, y in tqdm(it, total=-(-len(ds) // bs), desc=desc, unit="batch", leave=False, file=sys.stderr,
+                     disable=None if options.progress is None else not options.progress):
+        x = x.to(device)
+        es.append(client.encode(x).float())
+        for k, v in y.items():
+            labels.setdefault(k, []).append(v.to(device))
+        if keep_images:
+            xs.append((x * 255).round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(es), {k: torch.cat(v) for k, v in labels.items()}, (torch.cat(xs) if keep_images else None)
 
 
 @torch.no_grad()
@@ -182,7 +186,7 @@ def utility(run: Run, data: EvalData) -> dict[str, Any]:
     out = {}
     for name, head in run.model.heads.items():
         target = run.model.head_targets[name]
-        acc = model_accuracy(head, data.z_test, data.y_test[target])
+        acc = model_accuracy(head, data.z_test(1), data.y_test[target])
         out[name] = {"target": target, "accuracy": acc, "chance": chance_level(data.y_test[target])}
     return out
 
@@ -204,7 +208,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None, out_di
     run = load_run(run_dir, parts=("obfuscator", "heads"), device=resolve_device(options.device))
     log = options.log
     data, _ = load_eval_data(run, options, keep_images=any(ATTACKS.get(a).needs_images for a in attacks))
-    log(f"{run_dir}: z {tuple(data.z_shape)} of {len(data.z_train)} train / {len(data.z_test)} test images")
+    log(f"{run_dir}: z {tuple(data.z_shape)} of {data.n_train} train / {len(data.e_test)} test images")
     results: dict[str, Any] = {
         "run": str(run_dir),
         "name": run_dir.name,
@@ -216,10 +220,11 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None, out_di
         "labels": data.info.labels,
         "image_shape": list(data.info.image_shape),
         "z_shape": list(data.z_shape),
-        "n_train": len(data.z_train),
-        "n_test": len(data.z_test),
-        "seeds": {"encode_train": options.seed, "encode_test": options.seed + 1, "attackers": options.attack.seed,
-                  "training": run.config.train.seed},
+        "n_train": data.n_train,
+        "n_test": len(data.e_test),
+        "seeds": {"draws": options.seed, "attackers": options.attack.seed, "training": run.config.train.seed},
+        "random_ops": list(run.model.obfuscator.random_ops),
+        "consistent_randomness": options.consistent,
         "heads": utility(run, data),
         "attacks": {},
     }
@@ -235,6 +240,9 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None, out_di
     results["privacy"] = attr["accuracy"] if attr else None
     results["privacy_chance"] = attr["chance"] if attr else None
     results["delta"] = results["utility"] - attr["accuracy"] if attr else None
+    # Utility is what the server's head reaches on single queries; privacy at k queries is the best attacker's.
+    results["privacy_by_queries"] = {k: v["accuracy"] for k, v in attr["by_queries"].items()} if attr else {}
+    results["delta_by_queries"] = {k: results["utility"] - v for k, v in results["privacy_by_queries"].items()}
     results["cost"] = client_cost(run.model.obfuscator.cpu(), tuple(data.info.image_shape), options.latency_repeats,
                                   options.latency_threads)
     results["lpips_weights"] = lpips.source if lpips else None
@@ -242,6 +250,26 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None, out_di
     results["versions"] = {"torch": torch.__version__, "privsplit": _version()}
     report.write_run_report(results, out, run_dir)
     return results
+
+
+def quick_privacy(run_dir: str | Path, max_train: int = 2000, max_test: int = 1000, epochs: int = 3,
+                  queries: tuple[float, ...] = (1, 16)) -> dict[str, Any]:
+    """A fast look at what ``z`` leaks, for the end of ``privsplit train``: an MLP
+    and a k-NN attacker (fresh draws), at 1 and 16 queries, on at most
+    ``max_train`` / ``max_test`` images. Seconds on a CPU; ``evaluate`` measures properly.
+
+    Returns ``{"privacy_by_queries": {"1": .., "16": ..}, "chance": .., "n_train": ..}``.
+    """
+    run = load_run(run_dir, parts=("obfuscator",))
+    limits = {"train": run.config.data.limit_train, "test": run.config.data.limit_test}
+    caps = {"train": max_train, "test": max_test}
+    overrides = [f"data.limit_{k}={caps[k]}" for k in caps if limits[k] is None or limits[k] > caps[k]]
+    options = EvalOptions(overrides=overrides, progress=False, latency_repeats=0)
+    data, _ = load_eval_data(run, options, keep_images=False)
+    attack = AttackOptions(epochs=epochs, families=("mlp", "knn"), queries=queries, progress=False, log=lambda s: None)
+    r = ATTACKS.create("attribute").run(data, attack)
+    return {"privacy_by_queries": {q: v["accuracy"] for q, v in r["by_queries"].items()}, "chance": r["chance"],
+            "n_train": data.n_train, "n_test": len(data.e_test), "epochs": epochs}
 
 
 def evaluate_runs(paths: list[str | Path], options: EvalOptions | None = None, out_dir: str | Path | None = None) -> list[dict[str, Any]]:
@@ -281,4 +309,5 @@ def _version() -> str:
     return __version__
 
 
-__all__ = ["EvalOptions", "DEFAULT_ATTACKS", "evaluate_run", "evaluate_runs", "find_runs", "load_eval_data", "encode", "check_attacks"]
+__all__ = ["EvalOptions", "DEFAULT_ATTACKS", "evaluate_run", "evaluate_runs", "find_runs", "load_eval_data", "encode",
+           "check_attacks", "quick_privacy"]

@@ -14,8 +14,14 @@ examples:
   privsplit evaluate RUN --data-root /data/cifar10 --attack-epochs 30 --lpips-weights lpips_alex.safetensors
   privsplit evaluate RUN --set data.limit_train=2000 --set data.limit_test=500 --attack-epochs 3   # a quick look
 
-The obfuscator is frozen and run as deployed (random ops on, fresh randomness per
-sample, seeded). z of both splits is computed once; attackers train on it afterwards.
+The obfuscator is frozen and run as deployed (random ops on). The server sees every z a
+client sends and owns a copy of the obfuscator, so the attackers here do too:
+  - repeated queries: each attack runs on z averaged over k draws for every image
+    (--queries, default 1,16,inf; inf = the noise-free limit); the headline privacy
+    is the one-query figure, the best attacker over families at each k is reported;
+  - fresh draws: parametric attackers see new randomness on the training images every
+    epoch (--no-fresh-draws reuses one draw);
+  - families: head (the server's network), mlp, knn (non-parametric).
 Writes results.json, report.md, training_curves.png and reconstruction.png to
 --out (default RUN_DIR/eval/); several runs add comparison.md and privacy_utility.png.
 LPIPS needs ImageNet AlexNet weights (nothing is downloaded): --lpips-weights FILE or
@@ -31,8 +37,17 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attack-epochs", type=int, default=10, metavar="N", help="attacker training epochs (default 10)")
     p.add_argument("--attack-batch-size", type=int, default=128, metavar="N", help="attacker batch size (default 128)")
     p.add_argument("--attack-lr", type=float, default=1e-3, metavar="LR", help="attacker Adam learning rate (default 1e-3)")
-    p.add_argument("--families", default="head,mlp", metavar="LIST",
-                   help="attribute attacker families, comma-separated (default head,mlp)")
+    p.add_argument("--families", default="head,mlp,knn", metavar="LIST",
+                   help="attribute attacker families, comma-separated: head, mlp, knn (default all three)")
+    p.add_argument("--queries", default="1,16,inf", metavar="LIST",
+                   help="numbers of repeated queries of each image to attack at, comma-separated whole numbers "
+                   "and inf (noise-free limit); 1 is always included (default 1,16,inf)")
+    p.add_argument("--no-fresh-draws", action="store_true",
+                   help="train attackers on one fixed draw of z instead of fresh obfuscator randomness every epoch "
+                   "(a weaker attacker: only for comparison)")
+    p.add_argument("--consistent-randomness", action="store_true",
+                   help="evaluate the client as deployed with a device key (privsplit infer --device-key): a "
+                   "repeated query of an image sends the same z")
     p.add_argument("--attack-augment", action="store_true",
                    help="mirror spatial z left-right at random while training attribute attackers")
     p.add_argument("--target", default="private", help="label the attribute attack predicts (default private)")
@@ -51,7 +66,7 @@ def _common_args(p: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace, attacks: list[str]):  # noqa: ANN202
-    from .attacks import AttackOptions
+    from .attacks import AttackOptions, parse_queries
     from .errors import ConfigError
     from .evaluate import EvalOptions, check_attacks
 
@@ -66,8 +81,10 @@ def _options(args: argparse.Namespace, attacks: list[str]):  # noqa: ANN202
         overrides=overrides,
         attack=AttackOptions(epochs=args.attack_epochs, batch_size=args.attack_batch_size, lr=args.attack_lr,
                              seed=args.seed, families=families, target=args.target,
-                             augment=args.attack_augment),
+                             augment=args.attack_augment, queries=parse_queries(args.queries),
+                             fresh_draws=not args.no_fresh_draws),
         seed=args.seed,
+        consistent=args.consistent_randomness,
         lpips_weights=args.lpips_weights,
         latency_repeats=args.latency_repeats,
         latency_threads=args.latency_threads,

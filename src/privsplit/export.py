@@ -8,37 +8,34 @@
   ``obfuscator.torchscript.pt`` (load with ``torch.jit.load``);
 * ``obfuscator.json``: the manifest the torch-free edge client reads: the run's
   identity (method, split, ``z`` shape, labels, fingerprint of the server's
-  weights), the input size and how images are prepared.
+  weights), the input size, how images are prepared and how many random draws
+  the model takes.
 
-Random ops stay random: they are exported as ONNX random operators
-(``RandomNormalLike``, ``RandomUniformLike``) without a fixed seed, so the
-exported model draws fresh noise, replacement masks and permutations at every
-run, on the device. To export, every reduction op is swapped for an
-export-friendly twin with the same math (:data:`EXPORT_TWINS`): the frequency
-filter becomes real matrix products with the 2-D DFT matrices (the band mask
-is fixed once the input size is), shapes that depend only on the image size
-are computed once, and random draws use ``*_like`` ops so the batch axis stays
-dynamic.
+Random ops stay random, but their randomness is an input: a client with random
+steps takes a second input ``draws`` float32 (N, D) of uniforms in (0, 1)
+(D in the manifest). The client fills it with fresh draws from the operating
+system's entropy, or with consistent draws from a keyed hash of the image
+(:mod:`privsplit_edge.keyed`); the graph itself is deterministic, so the same
+draws give the same ``z`` in PyTorch and ONNX Runtime. Each reduction op
+exports itself (:meth:`privsplit.reduction.ReductionOp.export_form`: the
+frequency filter as real matrix products with the 2-D DFT matrices).
 """
-
 from __future__ import annotations
 
 import argparse
 import contextlib
 import io
 import json
-import math
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from .errors import PrivsplitError
-from .obfuscator import Obfuscator
-from .reduction import Reduction, ReductionOp
-from .reduction.frequency import radial_frequency
+from .obfuscator import ClientPart, Obfuscator
+from privsplit_edge.keyed import SCHEME
 
 FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 18
@@ -50,134 +47,28 @@ class ExportError(PrivsplitError):
     """The obfuscator (or one of its ops) cannot be exported."""
 
 
-# --- export-friendly twins of the reduction ops ------------------------------------------------------------
-
-
-class _Noise(nn.Module):
-    def __init__(self, op: ReductionOp, in_shape: tuple[int, ...]) -> None:
-        super().__init__()
-        self.sigma = float(op.sigma)
-        self.rms = op.normalize == "rms"
-        self.dims = tuple(range(1, len(in_shape) + 1))  # every non-batch axis
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if self.rms:
-            z = z / z.pow(2).mean(dim=self.dims, keepdim=True).add(1e-12).sqrt()
-        return z + self.sigma * torch.randn_like(z)
-
-
-class _Replace(nn.Module):
-    def __init__(self, op: ReductionOp, in_shape: tuple[int, ...]) -> None:
-        super().__init__()
-        self.fraction = float(op.fraction)
-        self.single = math.prod(in_shape) == 1
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        flat = z.flatten(1)  # (N, D)
-        mean = flat.mean(1, keepdim=True)
-        std = torch.ones_like(mean) if self.single else flat.std(1, keepdim=True)
-        values = mean + std * torch.randn_like(flat)
-        mask = torch.rand_like(flat) < self.fraction
-        return torch.where(mask, values, flat).reshape(z.shape)
-
-
-class _Shuffle(nn.Module):
-    def __init__(self, op: ReductionOp, in_shape: tuple[int, ...]) -> None:
-        super().__init__()
-        c, h, w = in_shape
-        self.c, self.h, self.w = c, h, w
-        self.k = int(round(op.fraction * h * w))  # positions taking part: fixed by the input size
-        self.register_buffer("positions", torch.arange(h * w), persistent=False)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if self.k < 2:
-            return z
-        hw = self.h * self.w
-        flat = z.flatten(2)  # (N, C, HW)
-        keys = torch.rand_like(flat[:, 0, :])  # (N, HW)
-        chosen = keys.argsort(1)[:, : self.k]  # (N, k) positions taking part
-        order = torch.rand_like(flat[:, 0, : self.k]).argsort(1)  # (N, k) where each goes
-        source = self.positions.unsqueeze(0).expand_as(keys)  # (N, HW)
-        source = source.scatter(1, chosen, chosen.gather(1, order))
-        index = source.unsqueeze(1).expand(-1, self.c, hw)  # (N, C, HW)
-        return flat.gather(2, index).reshape(-1, self.c, self.h, self.w)
-
-
-class _Frequency(nn.Module):
-    """``ifft2(fft2(z) * mask).real`` as real matrix products: with F the DFT
-    matrices, ``out = Re(conj(Fh) (M * (Fh z Fw^T)) conj(Fw)^T) / (H W)``."""
-
-    def __init__(self, op: ReductionOp, in_shape: tuple[int, ...]) -> None:
-        super().__init__()
-        _, h, w = in_shape
-        band = (radial_frequency(h, w) >= op.low) & (radial_frequency(h, w) <= op.high)
-        mask = band if op.mode == "pass" else ~band
-        for name, n in (("h", h), ("w", w)):
-            k = torch.arange(n, dtype=torch.float64)
-            angle = -2 * math.pi * torch.outer(k, k) / n  # (n, n), symmetric
-            self.register_buffer(f"{name}_re", torch.cos(angle).float(), persistent=False)
-            self.register_buffer(f"{name}_im", torch.sin(angle).float(), persistent=False)
-        self.register_buffer("mask", mask.float(), persistent=False)
-        self.scale = 1.0 / (h * w)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        p, q = self.h_re @ z, self.h_im @ z  # (N, C, H, W): Fh z, real and imaginary
-        # The DFT matrices are symmetric, so Fw^T = Fw.
-        s_re = (p @ self.w_re - q @ self.w_im) * self.mask
-        s_im = (p @ self.w_im + q @ self.w_re) * self.mask
-        u_re = self.h_re @ s_re + self.h_im @ s_im  # conj(Fh) S
-        u_im = self.h_re @ s_im - self.h_im @ s_re
-        return (u_re @ self.w_re + u_im @ self.w_im) * self.scale
-
-
-def _same(op: ReductionOp, in_shape: tuple[int, ...]) -> nn.Module:
-    return op
-
-
-EXPORT_TWINS: dict[str, Callable[[ReductionOp, tuple[int, ...]], nn.Module]] = {
-    "noise": _Noise,
-    "replace": _Replace,
-    "shuffle": _Shuffle,
-    "frequency": _Frequency,
-    "resize": _same,
-}
-
-
 class ExportableObfuscator(nn.Module):
-    """The obfuscator with each reduction op replaced by its export twin.
+    """A client part in its exportable form: ``(image[, draws]) -> z``.
 
-    Same math as the original; random ops draw from torch's global generator.
+    Each reduction op exports itself (:meth:`ReductionOp.export_form`), so the
+    math is the one that trained. A client with random steps takes its
+    randomness as the input ``draws`` (N, :attr:`draws`) of uniforms in (0, 1).
     """
 
-    def __init__(self, obfuscator: nn.Module) -> None:
+    def __init__(self, client: ClientPart) -> None:
         super().__init__()
-        self.image_shape = tuple(obfuscator.image_shape)
-        self.z_shape = tuple(obfuscator.z_shape)
-        twins = []
-        self.op_names: list[str] = []
-        if not isinstance(obfuscator, Obfuscator):
-            # A baseline's client part (raw or noisy image, MaxEnt embedding, DISCO pruner): one module,
-            # exported as it is; it names its random draws in ``random_ops``.
-            self.encoder = obfuscator
-            self.reduction = nn.Sequential()
-            self.random_ops = list(getattr(obfuscator, "random_ops", ()))
-            return
-        self.encoder = obfuscator.encoder
-        self.random_ops = [op.name for op in obfuscator.reduction if op.random]
-        shape = tuple(obfuscator.encoder_shape)
-        for op in obfuscator.reduction:
-            if op.name not in EXPORT_TWINS:
-                raise ExportError(
-                    f"reduction op {op.name!r} has no export rule (exportable: {', '.join(EXPORT_TWINS)}); "
-                    "add one to privsplit.export.EXPORT_TWINS or run the PyTorch client"
-                )
-            twins.append(EXPORT_TWINS[op.name](op, shape))
-            self.op_names.append(op.name)
-            shape = op.output_shape(shape)
-        self.reduction = nn.Sequential(*twins)
+        self.image_shape = tuple(client.image_shape)
+        self.z_shape = tuple(client.z_shape)
+        self.random_ops = list(client.random_ops)
+        self.draws = client.draws
+        self.parts: list[tuple[str, nn.Module]] = [("client", client)]
+        if isinstance(client, Obfuscator):
+            # to name the op that fails to export
+            self.parts = [("encoder", client.encoder)] + [(op.name, op) for op in client.reduction]
+        self.model = client.export_form()
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.reduction(self.encoder(image))
+    def forward(self, image: torch.Tensor, draws: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(image, draws)
 
 
 # --- writing the files -------------------------------------------------------------------------------------
@@ -221,40 +112,47 @@ def export_obfuscator(run_dir: str | Path, fmt: str = "onnx", out_dir: str | Pat
         "preprocess": "RGB; centre-crop to a square; bilinear resize to HxW; divide by 255",
         "reduction": run.config.reduction,
         "random_ops": model.random_ops,
+        # uniforms in (0, 1) per image, fed as the input "draws"; 0: the model takes the image alone
+        "draws": {"name": "draws", "dtype": "float32", "per_image": model.draws, "keyed_scheme": SCHEME},
         "onnx_opset": ONNX_OPSET,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return path
 
 
+def _example(model: ExportableObfuscator, n: int = 2) -> tuple[torch.Tensor, ...]:
+    image = torch.rand(n, *model.image_shape)
+    return (image, torch.rand(n, model.draws)) if model.draws else (image,)
+
+
 def _export_onnx(model: ExportableObfuscator, path: Path) -> None:
-    example = torch.rand(2, *model.image_shape)
+    batch = torch.export.Dim("N", min=1, max=1 << 20)
+    names = ["image", "draws"] if model.draws else ["image"]
+    dynamic = {"image": {0: batch}, "draws": {0: batch}} if model.draws else {"image": {0: batch}}
     try:
         # The exporter narrates its steps on stdout; keep the CLI's output short.
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model,
-                (example,),
+                _example(model),
                 str(path),
                 dynamo=True,
                 external_data=False,  # one file: the weights inside the model
                 verbose=False,
                 opset_version=ONNX_OPSET,
-                input_names=["image"],
+                input_names=names,
                 output_names=["z"],
-                dynamic_shapes={"image": {0: torch.export.Dim("N", min=1, max=1 << 20)}},
+                dynamic_shapes=dynamic,
             )
     except Exception as e:  # noqa: BLE001 - name the op that failed instead of a deep stack trace
         raise ExportError(f"cannot export to ONNX: {_culprit(model)}{_first_line(e)}") from None
 
 
 def _culprit(model: ExportableObfuscator) -> str:
-    """Export each part alone to say which one fails."""
-    shape: tuple[int, ...] = model.image_shape
-    parts = [("encoder", model.encoder)] + list(zip(model.op_names, model.reduction))
-    x = torch.rand(2, *shape)
-    for name, part in parts:
+    """Export each part alone (random ops on fresh draws) to say which one fails."""
+    x = torch.rand(2, *model.image_shape)
+    for name, part in model.parts:
         try:
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
@@ -267,12 +165,10 @@ def _culprit(model: ExportableObfuscator) -> str:
 
 
 def _export_torchscript(model: ExportableObfuscator, path: Path) -> None:
-    example = torch.rand(2, *model.image_shape)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            # check_trace would compare two runs of a random model and fail.
-            traced = torch.jit.trace(model, (example,), check_trace=False)
+            traced = torch.jit.trace(model, _example(model))
             traced.save(str(path))
     except Exception as e:  # noqa: BLE001
         raise ExportError(f"cannot export to TorchScript: {_first_line(e)}") from None
@@ -302,8 +198,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
         help="export the obfuscator (client part) to ONNX or TorchScript for the edge device",
-        description="Export a finished run's obfuscator, reduction chain included (random ops draw fresh "
-        "randomness on the device at every run), with a dynamic batch axis.",
+        description="Export a finished run's obfuscator, reduction chain included, with a dynamic batch axis. "
+        "A random chain takes its randomness as a second input 'draws' (uniforms in (0, 1)) that the client "
+        "fills: fresh at every run, or consistent per image with a device key (privsplit keygen).",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
     p.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (default) or torchscript")

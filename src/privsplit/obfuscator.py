@@ -1,5 +1,6 @@
-"""The obfuscator: the encoder followed by the reduction chain. It is the only
-part of the network that is deployed to the client."""
+"""What runs on the client. The obfuscator of ``ours`` is the encoder followed by
+the reduction chain; every method's client part follows :class:`ClientPart`, so
+evaluation, export and the clients treat them alike."""
 
 from __future__ import annotations
 
@@ -10,7 +11,61 @@ from .models.backbones import output_shape
 from .reduction import Reduction
 
 
-class Obfuscator(nn.Module):
+class ClientPart(nn.Module):
+    """The part of a method deployed to the client: images ``(N, 3, H, W)`` in
+    [0, 1] -> ``z`` ``(N, *z_shape)``.
+
+    It is two stages: ``encode`` (deterministic, a function of the image alone)
+    and ``reduce`` (the random part, identity for a deterministic client).
+    Attackers cache ``encode``'s output and draw ``reduce`` afresh, as an attacker
+    who owns the client can; averaging many queries converges to ``reduce_silenced``.
+
+    Randomness: ``u=None`` draws fresh from torch's global generator; ``u`` is
+    ``(N, draws)`` uniforms in (0, 1) (consistent randomness, and the input of
+    the exported model).
+
+    Attributes:
+        image_shape: (C, H, W) of the input images.
+        z_shape: shape of ``z`` without the batch axis.
+    """
+
+    image_shape: tuple[int, ...]
+    z_shape: tuple[int, ...]
+
+    @property
+    def random_ops(self) -> tuple[str, ...]:
+        """Names of the random steps (empty: the same image always gives the same ``z``)."""
+        return ()
+
+    @property
+    def draws(self) -> int:
+        """Uniforms per image that one call consumes."""
+        return 0
+
+    @property
+    def encoded_shape(self) -> tuple[int, ...]:
+        """Shape of ``encode``'s output without the batch axis."""
+        return tuple(self.z_shape)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reduce(self, e: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        return e
+
+    def reduce_silenced(self, e: torch.Tensor) -> torch.Tensor:
+        """``reduce`` with every noise source removed (other random steps as deployed)."""
+        return self.reduce(e)
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        return self.reduce(self.encode(x), u)
+
+    def export_form(self) -> nn.Module:
+        """A module ``(image[, draws]) -> z`` that ``torch.onnx.export`` can trace."""
+        return self
+
+
+class Obfuscator(ClientPart):
     """``z = reduction(encoder(x))``.
 
     Args:
@@ -24,8 +79,8 @@ class Obfuscator(nn.Module):
         >>> from privsplit.models import split_backbone
         >>> enc, _ = split_backbone("resnet18", "rn18_3", num_classes=2)
         >>> obf = Obfuscator(enc, Reduction.from_config([{"op": "noise", "sigma": 2}]), (3, 32, 32))
-        >>> obf.z_shape
-        (256, 2, 2)
+        >>> obf.z_shape, obf.draws  # 2 uniforms per noise value
+        ((256, 2, 2), 2048)
     """
 
     def __init__(
@@ -41,6 +96,38 @@ class Obfuscator(nn.Module):
         self.image_shape = tuple(image_shape)
         self.encoder_shape = output_shape(encoder, self.image_shape)
         self.z_shape = reduction.check(self.encoder_shape, self.image_shape, allow_no_noise)
+        self._silenced = reduction.silenced()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.reduction(self.encoder(x))
+    @property
+    def random_ops(self) -> tuple[str, ...]:
+        return tuple(op.name for op in self.reduction if op.random)
+
+    @property
+    def draws(self) -> int:
+        return self.reduction.draws(self.encoder_shape)
+
+    @property
+    def encoded_shape(self) -> tuple[int, ...]:
+        return tuple(self.encoder_shape)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def reduce(self, e: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        return self.reduction(e, u)
+
+    def reduce_silenced(self, e: torch.Tensor) -> torch.Tensor:
+        return self._silenced(e)
+
+    def export_form(self) -> nn.Module:
+        return _Exported(self.encoder, self.reduction.export_form(self.encoder_shape))
+
+
+class _Exported(nn.Module):
+    def __init__(self, encoder: nn.Module, reduction: Reduction) -> None:
+        super().__init__()
+        self.encoder, self.reduction = encoder, reduction
+
+    def forward(self, image: torch.Tensor, draws: torch.Tensor | None = None) -> torch.Tensor:
+        return self.reduction(self.encoder(image), draws)
+

@@ -54,26 +54,63 @@ def verdict_lines(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _by_queries(a: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """An attack's results per number of queries (older results: one query only)."""
+    return a.get("by_queries") or {"1": a}
+
+
+def _at(q: str, several: bool) -> str:
+    return f" at {q} quer{'y' if q == '1' else 'ies'}" if several else ""
+
+
+def _attempts(f: dict[str, Any]) -> str:
+    """How an attacker's best was found: its epoch, or its k for k-NN."""
+    if "ks" in f:
+        return f"best of k in {', '.join(map(str, f['ks']))} (k = {f['best_k']})"
+    return f"best of {len(f['test_acc'])} epochs (epoch {f['best_epoch']})"
+
+
+def distinct_queries(a: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per number of queries, skipping those that repeat the one-query result (a
+    deterministic client, or consistent randomness, computes it once)."""
+    by = _by_queries(a)
+    return {q: v for q, v in by.items() if q == "1" or v != by["1"]}
+
+
 def warnings(r: dict[str, Any]) -> list[str]:
     """Weak-evaluation warnings: attackers that had not converged."""
     out = []
     a = r["attacks"].get("attribute")
     if a:
-        for fam in a["not_converged"]:
-            losses = a["families"][fam]["train_loss"]
-            out.append(
-                f"attribute attacker {fam!r} had not converged (training loss still falling at epoch {len(losses)}: "
-                f"{_num(losses[-1])} after {_num(min(losses[:-1]) if len(losses) > 1 else None)}, and test accuracy best at "
-                f"the last epoch); an under-trained "
-                "attacker overstates privacy: rerun with more --attack-epochs"
-            )
+        qs = distinct_queries(a)
+        for q, res in qs.items():
+            for fam in res["not_converged"]:
+                losses = res["families"][fam]["train_loss"]
+                out.append(
+                    f"attribute attacker {fam!r}{_at(q, len(qs) > 1)} had not converged (training loss still falling at epoch {len(losses)}: "
+                    f"{_num(losses[-1])} after {_num(min(losses[:-1]) if len(losses) > 1 else None)}, and test accuracy best at "
+                    f"the last epoch); an under-trained "
+                    "attacker overstates privacy: rerun with more --attack-epochs"
+                )
     rec = r["attacks"].get("reconstruction")
-    if rec and not rec["converged"]:
-        out.append(
-            f"reconstruction decoder had not converged (training loss still falling at epoch {len(rec['train_loss'])}); "
-            "rerun with more --attack-epochs"
-        )
+    if rec:
+        qs = distinct_queries(rec)
+        for q, res in qs.items():
+            if not res["converged"]:
+                out.append(
+                    f"reconstruction decoder{_at(q, len(qs) > 1)} had not converged (training loss still falling at epoch "
+                    f"{len(res['train_loss'])}); rerun with more --attack-epochs"
+                )
     return out
+
+
+def privacy_by_queries_line(r: dict[str, Any]) -> str | None:
+    """``privacy by queries: 1: 22.1%, 16: 30.2%, inf: 41.0%`` (None without an attribute attack)."""
+    a = r["attacks"].get("attribute")
+    if not a or not r.get("privacy_by_queries"):
+        return None
+    text = ", ".join(f"{q}: {pct(v)}" for q, v in r["privacy_by_queries"].items())
+    return f"privacy by queries: {text} ({a.get('queries_note', '')})"
 
 
 def summary_lines(r: dict[str, Any]) -> list[str]:
@@ -84,10 +121,13 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
     a = r["attacks"].get("attribute")
     if a:
         for fam, f in a["families"].items():
-            lines.append(f"  attribute attacker {fam}: best {pct(f['best_acc'])} at epoch {f['best_epoch']}/{len(f['test_acc'])}"
+            lines.append(f"  attribute attacker {fam}: {pct(f['best_acc'])}, {_attempts(f)}"
                          f"{'' if f['converged'] else ' (NOT CONVERGED)'}")
         lines.append(f"  privacy {pct(r['privacy'])} (chance {pct(r['privacy_chance'])}); delta = utility - privacy = "
                      f"{100 * r['delta']:+.2f} points")
+        line = privacy_by_queries_line(r)
+        if line:
+            lines.append(f"  {line}")
     rec = r["attacks"].get("reconstruction")
     if rec:
         m = rec["metrics"]
@@ -115,7 +155,8 @@ def run_markdown(r: dict[str, Any]) -> str:
         f"- data: {r['dataset']}, images {tuple(r['image_shape'])}, {r['n_train']} train / {r['n_test']} test"
         + (f" (overrides: {', '.join(r['data_overrides'])})" if r["data_overrides"] else ""),
         f"- z {tuple(r['z_shape'])}; seeds: {', '.join(f'{k} {v}' for k, v in r['seeds'].items())}",
-        "- the obfuscator is frozen and run as deployed (random ops on, fresh randomness per sample)",
+        "- the obfuscator is frozen and run as deployed (random ops on"
+        + (", consistent randomness: a repeated image sends the same z)" if r.get("consistent_randomness") else ")"),
         "",
         "## Verdicts",
         "",
@@ -132,15 +173,17 @@ def run_markdown(r: dict[str, Any]) -> str:
     if a:
         for fam, f in a["families"].items():
             flag = "" if f["converged"] else " (not converged)"
-            md.append(f"| attacker `{fam}` on {a['target']}, best of {len(f['test_acc'])} epochs (epoch {f['best_epoch']}){flag} "
+            md.append(f"| attacker `{fam}` on {a['target']}, {_attempts(f)}{flag} "
                       f"| {pct(f['best_acc'])} | {pct(a['chance'])} |")
         for other, v in a.get("chance_given", {}).items():
             md.append(f"| no z, knowing the true {other} label: its most common {a['target']} class | {pct(v)} | |")
         md.append(f"| **privacy** = best attacker | **{pct(a['accuracy'])}** | {pct(a['chance'])} |")
         md.append(f"| **delta** = utility - privacy | **{100 * r['delta']:+.2f} points** | |")
-        md += ["", f"Attackers: Adam lr {a['lr']}, batch {a['batch_size']}, {a['epochs']} epochs on cached z, seed {a['seed']}"
+        md += ["", f"Attackers: Adam lr {a['lr']}, batch {a['batch_size']}, {a['epochs']} epochs, seed {a['seed']}, "
+               f"{'fresh obfuscator draws every epoch' if a.get('fresh_draws') else 'one fixed draw of z'}"
                f"{', z mirrored at random (augmentation)' if a.get('augment') else ''}; "
                f"'leaks' means above {pct(a['leak_threshold'])} (chance + max(1 point, 3 standard errors))."]
+        md += queries_markdown(r)
     rec = r["attacks"].get("reconstruction")
     if rec:
         m, b = rec["metrics"], rec["mean_image_baseline"]
@@ -166,6 +209,51 @@ def run_markdown(r: dict[str, Any]) -> str:
     if (Path(r.get("_out", ".")) / "training_curves.png").exists():
         md += ["", "![training curves](training_curves.png)"]
     return "\n".join(md) + "\n"
+
+
+def queries_markdown(r: dict[str, Any]) -> list[str]:
+    """The privacy-vs-queries table of one run."""
+    a = r["attacks"]["attribute"]
+    by = _by_queries(a)
+    rec = r["attacks"].get("reconstruction")
+    rec_by = _by_queries(rec) if rec else {}
+    md = ["", "## Repeated queries", "", f"{a.get('queries_note', '')}.", "",
+          "| queries | privacy (best attacker) | family | delta | reconstruction SSIM |", "|---|---|---|---|---|"]
+    for q, res in by.items():
+        ssim = rec_by[q]["metrics"]["ssim"] if q in rec_by else None
+        md.append(f"| {q} | {pct(res['accuracy'])} | {res['best_family']} | {100 * (r['utility'] - res['accuracy']):+.2f} | "
+                  f"{_num(ssim, '{:.3f}')} |")
+    if (Path(r.get("_out", ".")) / "privacy_queries.png").exists():
+        md += ["", "![privacy vs queries](privacy_queries.png)"]
+    return md
+
+
+def plot_privacy_queries(results: list[dict[str, Any]], path: Path) -> Path | None:
+    """Privacy (best attacker) against the number of repeated queries, one line per run;
+    ``inf`` is drawn one step right of the largest finite number."""
+    rows = [r for r in results if r.get("privacy_by_queries")]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    finite = sorted({int(q) for r in rows for q in r["privacy_by_queries"] if q != "inf"})
+    inf_x = 4 * max(finite) if finite else 1
+    for r in rows:
+        pts = sorted((inf_x if q == "inf" else int(q), 100 * v) for q, v in r["privacy_by_queries"].items())
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=r["name"])
+    ax.set_xscale("log", base=2)
+    ticks = finite + (["inf"] if any("inf" in r["privacy_by_queries"] for r in rows) else [])
+    ax.set_xticks([inf_x if t == "inf" else t for t in ticks], [str(t) for t in ticks])
+    chances = {r["privacy_chance"] for r in rows if r.get("privacy_chance") is not None}
+    if len(chances) == 1:
+        ax.axhline(100 * chances.pop(), color="grey", ls="--", label="chance")
+    ax.set(xlabel="repeated queries of each image averaged by the server", ylabel="best attacker accuracy (%)",
+           title="privacy under repeated queries (lower is better)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -202,6 +290,8 @@ def plot_training_curves(run_dir: Path, results: dict[str, Any], path: Path) -> 
     axes[1].set(title="test accuracy during training", xlabel="epoch", ylabel="%")
     if a:
         for fam, f in a["families"].items():
+            if "ks" in f:  # k-NN has no epochs
+                continue
             axes[2].plot(range(1, len(f["test_acc"]) + 1), [100 * v for v in f["test_acc"]], marker="o", label=f"attacker {fam}")
         axes[2].axhline(100 * a["chance"], color="grey", ls="--", label="chance")
     axes[2].set(title="attacker test accuracy (after training)", xlabel="attacker epoch", ylabel="%")
@@ -242,23 +332,27 @@ def write_run_report(results: dict[str, Any], out: Path, run_dir: Path) -> None:
     """``results.json``, ``report.md`` and ``training_curves.png`` for one run."""
     out.mkdir(parents=True, exist_ok=True)
     plot_training_curves(run_dir, results, out / "training_curves.png")
+    a = results["attacks"].get("attribute")
+    if a and len(distinct_queries(a)) > 1:
+        plot_privacy_queries([results], out / "privacy_queries.png")
     write_json(out / "results.json", _jsonable(results))
     write_text(out / "report.md", run_markdown({**results, "_out": str(out)}))
 
 
 def comparison_markdown(results: list[dict[str, Any]]) -> str:
-    md = ["# Comparison", "", "| run | method | split | utility (chance) | privacy (chance) | delta | "
-          "recon SSIM | recon PSNR | GFLOPs | MB | bytes/sample | verdicts |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    md = ["# Comparison", "", "| run | method | split | utility (chance) | privacy (chance) | privacy by queries | delta | "
+          "recon SSIM | recon PSNR | GFLOPs | MB | bytes/sample | verdicts |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         cfg = r["config"]
         rec = r["attacks"].get("reconstruction")
         a = r["attacks"].get("attribute")
         verdicts = "; ".join(x for x in [
             f"attribute {a['verdict']}" if a else "", f"reconstruction {rec['verdict']}" if rec else ""] if x)
-        flag = " (attacker not converged)" if (a and a["not_converged"]) or (rec and not rec["converged"]) else ""
+        flag = " (attacker not converged)" if warnings(r) else ""
         md.append(
             f"| {r['name']} | {cfg['method']} | {cfg['model']['split']} | {pct(r['utility'])} ({pct(r['utility_chance'])}) | "
             f"{pct(r['privacy'])} ({pct(r['privacy_chance'])}) | "
+            f"{', '.join(f'{q}: {pct(v)}' for q, v in r.get('privacy_by_queries', {}).items()) or 'n/a'} | "
             f"{'n/a' if r['delta'] is None else '%+.2f' % (100 * r['delta'])} | "
             f"{_num(rec['metrics']['ssim'], '{:.3f}') if rec else 'n/a'} | "
             f"{_num(rec['metrics']['psnr'], '{:.2f}') if rec else 'n/a'} | {r['cost']['gflops']:.3f} | "
@@ -272,5 +366,6 @@ def write_comparison(results: list[dict[str, Any]], out: Path) -> None:
     """One table for several runs, their results, and the privacy-vs-utility scatter."""
     out.mkdir(parents=True, exist_ok=True)
     plot_privacy_utility(results, out / "privacy_utility.png")
+    plot_privacy_queries(results, out / "privacy_queries.png")
     write_json(out / "results.json", _jsonable({"runs": results}))
     write_text(out / "comparison.md", comparison_markdown(results))

@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import EdgeError, IdentityMismatch, ServerError
 from .images import decode_square
+from .keyed import fresh_uniforms, keyed_uniforms, load_key
 from .protocol import API, CONTENT_TYPE, encode_z, identity_mismatches
 
 MANIFEST = "obfuscator.json"
@@ -111,6 +112,9 @@ class EdgeClient:
         token: bearer token, when the server was started with ``--token-file``.
         dtype: what is sent: ``"float32"`` or ``"float16"`` (half the bytes).
         threads: ONNX Runtime intra-op threads (None = its default).
+        device_key: path of the device key (``privsplit keygen``): random ops draw
+            consistently per image, so resending an image sends the same ``z``.
+            None: fresh randomness at every call.
 
     Before sending anything the client checks that the server's ``/v1/model``
     describes the same run (method, split, ``z`` shape, labels, fingerprint of
@@ -125,8 +129,11 @@ class EdgeClient:
         dtype: str = "float32",
         threads: int | None = None,
         timeout: float = 60.0,
+        device_key: str | Path | None = None,
     ) -> None:
         import onnxruntime as ort
+
+        self.key = load_key(device_key) if device_key is not None else None
 
         path = Path(bundle)
         folder = path.parent if path.suffix == ".onnx" else path
@@ -140,6 +147,7 @@ class EdgeClient:
         if threads:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(folder / self.manifest["files"]["onnx"]), opts, providers=["CPUExecutionProvider"])
+        self.draws = int(self.manifest.get("draws", {}).get("per_image", 0))
         self.identity = self.manifest["identity"]
         self.image_size = int(self.identity["image_shape"][-1])
         self.http = Http(server_url, token, timeout)
@@ -155,9 +163,13 @@ class EdgeClient:
         return self._server
 
     def encode(self, images: Iterable[Any] | np.ndarray) -> np.ndarray:
-        """Run the obfuscator: images -> ``z`` float32 (N, *z_shape). Fresh randomness every call."""
+        """Run the obfuscator: images -> ``z`` float32 (N, *z_shape). Random ops draw
+        fresh randomness every call, or consistent draws per image with a device key."""
         batch = as_batch(images, self.image_size)
-        return self.session.run(None, {"image": batch})[0]
+        feed = {"image": batch}
+        if self.draws:
+            feed["draws"] = keyed_uniforms(self.key, batch, self.draws) if self.key else fresh_uniforms(len(batch), self.draws)
+        return self.session.run(None, feed)[0]
 
     def infer(self, images: Iterable[Any] | np.ndarray, head: str | None = None) -> list[dict[str, Any]]:
         """Task results for ``images`` (paths or arrays): one dict per image with
@@ -209,11 +221,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token-file", metavar="FILE", help="file holding the server's bearer token")
     p.add_argument("--head", help="task head to ask (default: the server's first)")
     p.add_argument("--float16", action="store_true", help="send z as float16 (half the bytes)")
+    p.add_argument("--device-key", metavar="FILE",
+                   help="consistent randomness: the same image always gives the same z (key from `privsplit keygen`)")
     p.add_argument("--out", metavar="FILE.json", help="write results as JSON instead of printing")
     args = parser.parse_args(argv)
     try:
         token = Path(args.token_file).read_text().strip() if args.token_file else None
-        client = EdgeClient(args.bundle, args.server, token, "float16" if args.float16 else "float32")
+        client = EdgeClient(args.bundle, args.server, token, "float16" if args.float16 else "float32",
+                            device_key=args.device_key)
         print_results(args.images, client.infer(args.images, args.head), args.out)
     except EdgeError as e:
         print(f"privsplit_edge: error: {e}", file=sys.stderr)

@@ -11,31 +11,170 @@ import torch
 
 from ..config import Config
 from ..data.base import TaskInfo
+from ..errors import ConfigError
 from ..registry import Registry
+
+
+Query = float  # a number of queries: 1, 4, 16, ... or math.inf
+DEFAULT_QUERIES: tuple[Query, ...] = (1, 16, math.inf)
+
+
+def query_key(k: Query) -> str:
+    """``"1"``, ``"16"``, ``"inf"``: how a number of queries is written in results."""
+    return "inf" if math.isinf(k) else str(int(k))
+
+
+def parse_queries(text: str | list[Any] | tuple[Any, ...]) -> tuple[Query, ...]:
+    """``"1,16,inf"`` -> ``(1, 16, inf)``, sorted, with 1 always included (the headline figure).
+
+    Raises :class:`ConfigError` on anything but positive whole numbers and ``inf``."""
+    items = [str(t).strip() for t in (text.split(",") if isinstance(text, str) else text)]
+    items = [t for t in items if t]
+    if not items:
+        raise ConfigError("--queries is empty; give numbers of repeated queries, e.g. 1,16,inf")
+    out: set[Query] = set()
+    for t in items:
+        if t.lower() in ("inf", "infinity"):
+            out.add(math.inf)
+            continue
+        if not t.isdigit() or int(t) < 1:
+            raise ConfigError(
+                f"--queries takes whole numbers >= 1 and 'inf' (the noise-free limit), comma-separated; got {t!r}"
+            )
+        out.add(int(t))
+    return tuple(sorted(out | {1}))
+
+
+@torch.no_grad()
+def averaged_z(client: torch.nn.Module, e: torch.Tensor, k: Query, chunk: int = 2048) -> torch.Tensor:
+    """What a server holds after ``k`` queries of each image: the mean of ``k``
+    independent draws of the client's random part on the cached encoder output
+    ``e`` (N, ...); ``k = inf`` is the limit, every noise source silenced."""
+    out = []
+    for i in range(0, len(e), chunk):
+        part = e[i : i + chunk]
+        if math.isinf(k):
+            out.append(client.reduce_silenced(part).float())
+            continue
+        out.append(sum(client.reduce(part).float() for _ in range(int(k))) / k)
+    return torch.cat(out)
 
 
 @dataclass
 class EvalData:
-    """``z`` of both splits, computed once with the frozen obfuscator as deployed.
+    """What attackers see, computed once with the frozen client part as deployed.
+
+    The client's deterministic stage is cached (``e``); its random stage is drawn
+    from there, so an attacker can train on fresh draws every epoch, as an
+    attacker who owns the obfuscator can, and a server's view after ``k``
+    repeated queries (the mean of ``k`` draws) costs no encoder pass.
 
     Attributes:
-        z_train, z_test: (N, *z_shape) float32 representations.
+        client: the frozen :class:`privsplit.obfuscator.ClientPart`.
+        e_train, e_test: (N, ...) float32 outputs of ``client.encode``.
         y_train, y_test: target name -> (N,) labels.
         x_train, x_test: (N, 3, H, W) uint8 images, kept only when an attack needs them.
+        seed: seeds the fixed draws (test split, and the training split when
+            attackers do not draw afresh).
+        consistent: the client draws its randomness from a keyed hash of the image
+            (consistent randomness): a repeated query sends the same ``z``.
     """
 
     config: Config
     info: TaskInfo
-    z_train: torch.Tensor
-    z_test: torch.Tensor
+    client: torch.nn.Module
+    e_train: torch.Tensor
+    e_test: torch.Tensor
     y_train: dict[str, torch.Tensor]
     y_test: dict[str, torch.Tensor]
     x_train: torch.Tensor | None = None
     x_test: torch.Tensor | None = None
+    seed: int = 0
+    consistent: bool = False
+    _fixed: dict[tuple[str, Query], torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def z_shape(self) -> tuple[int, ...]:
-        return tuple(self.z_train.shape[1:])
+        return tuple(self.client.z_shape)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.e_train)
+
+    @property
+    def repeats_help(self) -> bool:
+        """Whether repeated queries can show the server anything a single one does not."""
+        return bool(self.client.random_ops) and not self.consistent
+
+    def effective(self, k: Query) -> Query:
+        """The number of queries whose result equals ``k``'s: 1 when repeats change nothing."""
+        return k if self.repeats_help else 1
+
+    def _draw(self, split: str, k: Query) -> torch.Tensor:
+        if (split, k) not in self._fixed:
+            e = self.e_train if split == "train" else self.e_test
+            devices = [e.device] if e.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(self.seed + (0 if split == "train" else 1) + 7919 * (0 if math.isinf(k) else int(k)))
+                self._fixed[(split, k)] = averaged_z(self.client, e, k)
+        return self._fixed[(split, k)]
+
+    def z_test(self, k: Query = 1) -> torch.Tensor:
+        """``z`` of the test split after ``k`` queries (one seeded draw set)."""
+        return self._draw("test", self.effective(k))
+
+    def z_train_fixed(self, k: Query = 1) -> torch.Tensor:
+        """``z`` of the training split after ``k`` queries, drawn once (seeded)."""
+        return self._draw("train", self.effective(k))
+
+    def z_train(self, idx: torch.Tensor, k: Query, fresh: bool) -> torch.Tensor:
+        """Training ``z`` of the samples ``idx`` after ``k`` queries: drawn afresh at
+        every call (``fresh``), or the fixed draw."""
+        k = self.effective(k)
+        if fresh and self.repeats_help:
+            return averaged_z(self.client, self.e_train[idx], k)
+        return self.z_train_fixed(k)[idx]
+
+
+def per_query(data: EvalData, options: "AttackOptions", attack_at: Callable[[Query], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``attack_at(k)`` once per distinct view of the requested numbers of queries
+    (once in all for a client where repeats change nothing); every requested k,
+    written as :func:`query_key`, maps to its result."""
+    computed: dict[Query, dict[str, Any]] = {}
+    for q in options.queries:
+        if data.effective(q) not in computed:
+            computed[data.effective(q)] = attack_at(data.effective(q))
+    return {query_key(q): computed[data.effective(q)] for q in options.queries}
+
+
+def attack_record(data: EvalData, options: "AttackOptions", by_queries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What every attack reports beside its numbers: the queries and how attackers were trained."""
+    return {
+        "queries": list(by_queries),
+        "queries_note": queries_note(data),
+        "by_queries": by_queries,
+        "fresh_draws": options.fresh_draws,
+        "epochs": options.epochs,
+        "lr": options.lr,
+        "batch_size": options.batch_size,
+        "seed": options.seed,
+        "n_train": data.n_train,
+        "n_test": len(data.e_test),
+    }
+
+
+def queries_note(data: EvalData) -> str:
+    """What the numbers of queries mean for this client, for reports."""
+    if not data.client.random_ops:
+        return "the client is deterministic: repeated queries send the same z, so every number of queries gives the same figure (computed once)"
+    if data.consistent:
+        return ("consistent randomness: a repeated query of the same image sends the same z, so every number of "
+                "queries gives the one-query figure (computed once); near-duplicate images are not covered")
+    others = [op for op in data.client.random_ops if op != "noise"]
+    note = "k queries = the mean of k independent draws of z for each image (training and test images alike); inf = every noise op silenced"
+    if others:
+        note += f", the other random ops ({', '.join(others)}) drawn once as deployed"
+    return note
 
 
 @dataclass
@@ -43,12 +182,15 @@ class AttackOptions:
     """How attackers are trained (Adam, lr 1e-3 as in the paper).
 
     Attributes:
-        epochs: attacker training epochs over the cached ``z`` of the training split.
+        epochs: attacker training epochs over the training split.
         batch_size: attacker batch size.
         lr: Adam learning rate.
         seed: seeds attacker initialisation and batch order.
         families: attribute attacker families to train (see ``attacks.FAMILIES``).
         target: label the attribute attack predicts.
+        queries: numbers of repeated queries to attack at (see :func:`parse_queries`).
+        fresh_draws: attackers own the obfuscator: every epoch draws the client's
+            randomness afresh on the training images (else one cached draw).
         converge_margin: relative drop of the training loss in the last epoch
             (below the best of the earlier epochs) that flags an attacker as not converged.
         augment: randomly mirror spatial ``z`` left-right while training attribute
@@ -62,8 +204,10 @@ class AttackOptions:
     batch_size: int = 128
     lr: float = 1e-3
     seed: int = 0
-    families: tuple[str, ...] = ("head", "mlp")
+    families: tuple[str, ...] = ("head", "mlp", "knn")
     target: str = "private"
+    queries: tuple[Query, ...] = DEFAULT_QUERIES
+    fresh_draws: bool = True
     converge_margin: float = 0.01
     augment: bool = False
     out_dir: Path | None = None

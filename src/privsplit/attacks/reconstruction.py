@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from ..metrics.image import LPIPS, image_metrics
 from ..models.decoder import Decoder
-from .base import ATTACKS, Attack, AttackOptions, EvalData, fit_epoch, still_falling
+from .base import ATTACKS, Attack, AttackOptions, EvalData, attack_record, fit_epoch, per_query, query_key, still_falling
 
 
 def _images(x: torch.Tensor) -> torch.Tensor:
@@ -27,58 +27,62 @@ def _images(x: torch.Tensor) -> torch.Tensor:
 
 @ATTACKS.register("reconstruction")
 class ReconstructionAttack(Attack):
-    """A fresh :class:`Decoder` on ``z``; reports similarity and saves a grid."""
+    """A fresh :class:`Decoder` on ``z`` at every number of queries; reports
+    similarity and saves a grid. The headline is the one-query figure."""
 
     name = "reconstruction"
     needs_images = True
 
     def run(self, data: EvalData, options: AttackOptions) -> dict[str, Any]:
         assert data.x_train is not None and data.x_test is not None, "reconstruction needs the images"
+        original = _images(data.x_test.cpu())
+        lpips: LPIPS | None = options.extra.get("lpips")
+        # The reconstruction an attacker gets without z: the mean training image.
+        mean_image = _images(data.x_train.cpu()).mean(0, keepdim=True).expand_as(original)
+        baseline = image_metrics(original, mean_image, lpips)
+        by_queries = per_query(data, options, lambda q: self._at(data, options, q, original, baseline, lpips))
+        return {**by_queries["1"], "mean_image_baseline": baseline, **attack_record(data, options, by_queries)}
+
+    def _at(self, data: EvalData, options: AttackOptions, q: Any, original: torch.Tensor,
+            baseline: dict[str, Any], lpips: LPIPS | None) -> dict[str, Any]:
+        assert data.x_train is not None
         torch.manual_seed(options.seed + 7)
-        decoder = Decoder(data.z_shape, data.info.image_shape).to(data.z_train.device)
+        z_test = data.z_test(q)
+        decoder = Decoder(data.z_shape, data.info.image_shape).to(z_test.device)
         opt = torch.optim.Adam(decoder.parameters(), lr=options.lr)
         gen = torch.Generator().manual_seed(options.seed)
         bs = options.batch_size
         losses: list[float] = []
-        options.log(f"  reconstruction attack: training a decoder z {tuple(data.z_shape)} -> image "
+        at = f" at {query_key(q)} quer{'y' if q == 1 else 'ies'}" if data.repeats_help else ""
+        options.log(f"  reconstruction attack{at}: training a decoder z {tuple(data.z_shape)} -> image "
                     f"{tuple(data.info.image_shape)} for {options.epochs} epoch(s)")
-        bar = tqdm(range(options.epochs), desc="decoder", unit="epoch", leave=False, file=sys.stderr,
+        bar = tqdm(range(options.epochs), desc=f"decoder{at}", unit="epoch", leave=False, file=sys.stderr,
                    disable=None if options.progress is None else not options.progress)
 
         def batch_loss(idx: torch.Tensor) -> torch.Tensor:
-            return F.mse_loss(decoder(data.z_train[idx]), _images(data.x_train[idx]))
+            return F.mse_loss(decoder(data.z_train(idx, q, options.fresh_draws)), _images(data.x_train[idx]))
 
         for _ in bar:
-            losses.append(fit_epoch(decoder, opt, len(data.z_train), bs, gen, batch_loss))
+            losses.append(fit_epoch(decoder, opt, data.n_train, bs, gen, batch_loss))
             bar.set_postfix(mse=f"{losses[-1]:.4f}")
         bar.close()
 
         decoder.eval()
         with torch.no_grad():
-            recon = torch.cat([decoder(data.z_test[i : i + 4 * bs]).cpu() for i in range(0, len(data.z_test), 4 * bs)])
-        original = _images(data.x_test.cpu())
-        lpips: LPIPS | None = options.extra.get("lpips")
+            recon = torch.cat([decoder(z_test[i : i + 4 * bs]).cpu() for i in range(0, len(z_test), 4 * bs)])
         metrics = image_metrics(original, recon, lpips)
-        mean_image = _images(data.x_train.cpu()).mean(0, keepdim=True).expand_as(original)
-        baseline = image_metrics(original, mean_image, lpips)
         grid = None
         if options.out_dir is not None:
-            grid = save_grid(original[:8], recon[:8], Path(options.out_dir) / "reconstruction.png")
+            name = "reconstruction.png" if q == 1 else f"reconstruction_q{query_key(q)}.png"
+            grid = save_grid(original[:8], recon[:8], Path(options.out_dir) / name)
         # The decoder reconstructs when it beats the mean image clearly on SSIM.
         leaks = metrics["ssim"] > baseline["ssim"] + 0.05 and metrics["mse"] < baseline["mse"]
         return {
             "metrics": metrics,
-            "mean_image_baseline": baseline,
             "train_loss": losses,
             "converged": not still_falling(losses, options.converge_margin, fitted=0.0),
             "verdict": "reconstructs" if leaks else "no better than the mean image",
             "grid": grid.name if grid else None,
-            "epochs": options.epochs,
-            "lr": options.lr,
-            "batch_size": options.batch_size,
-            "seed": options.seed,
-            "n_train": len(data.z_train),
-            "n_test": len(data.z_test),
         }
 
 

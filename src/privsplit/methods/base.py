@@ -6,6 +6,7 @@ training engine (:mod:`privsplit.train.engine`) runs every method.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from ..reduction import Reduction
 
 ADVERSARY_KINDS = ("attribute", "decoder")
+ADVERSARY_OBJECTIVES = ("ce", "entropy")
 
 # Datasets of faces, for per-dataset defaults of the baselines.
 FACE_DATASETS = ("celeba", "fairface", "utkface")
@@ -43,6 +45,27 @@ class MethodArg:
     type: type
     default: Any | Callable[[str], Any]
     help: str
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Mean Shannon entropy (nats) of ``softmax(logits)`` over the batch; logits ``(N, K)``."""
+    logp = F.log_softmax(logits, dim=1)
+    return -(logp.exp() * logp).sum(1).mean()
+
+
+def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
+    """``log K - H(softmax(logits))``: 0 exactly when the prediction is uniform."""
+    return math.log(logits.shape[1]) - entropy(logits)
+
+
+def adversary_queries(adv: AdversaryConfig) -> float:
+    """An adversary's ``queries`` as a number: a whole number >= 1, or ``math.inf``."""
+    q = adv.queries
+    if isinstance(q, str) and q.strip().lower() in ("inf", ".inf", "infinity"):
+        return math.inf
+    if isinstance(q, bool) or not isinstance(q, int) or q < 1:
+        raise ConfigError(f"adversaries.{adv.name}.queries must be a whole number >= 1 or inf, got {q!r}")
+    return q
 
 
 def per_dataset(values: dict[str, Any], arg: str, what: str) -> Callable[[str], Any]:
@@ -147,8 +170,11 @@ class Method:
         return F.cross_entropy(output, labels[adv.target])
 
     def privacy_term(self, adv: AdversaryConfig, output: torch.Tensor, x: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Added to the obfuscator's loss: by default ``-adversary_loss`` (the
-        obfuscator wants the adversary to fail); scaled by ``train.lam``."""
+        """Added to the obfuscator's loss, scaled by ``train.lam``: ``-adversary_loss``
+        (the obfuscator wants the adversary to fail), or with ``objective: entropy``
+        ``log K - H(softmax(output))`` (it wants the adversary uncertain)."""
+        if adv.objective == "entropy":
+            return kl_to_uniform(output)
         return -self.adversary_loss(adv, output, x, labels)
 
     # Helpers shared by methods.
@@ -161,6 +187,10 @@ class Method:
         for adv in self.cfg.adversaries if adversaries is None else adversaries:
             if adv.kind not in ADVERSARY_KINDS:
                 raise ConfigError(f"unknown adversary kind {adv.kind!r}; valid choices: {', '.join(ADVERSARY_KINDS)}")
+            if adv.objective not in ADVERSARY_OBJECTIVES or (adv.objective == "entropy" and adv.kind != "attribute"):
+                raise ConfigError(f"adversaries.{adv.name}.objective must be one of {', '.join(ADVERSARY_OBJECTIVES)} "
+                                  f"(entropy only for kind attribute), got {adv.objective!r}")
+            adversary_queries(adv)
             if adv.kind == "attribute":
                 out[adv.name] = self.attacker_head(info, info.num_classes(adv.target))
             else:

@@ -41,6 +41,7 @@ from ..config import AdversaryConfig
 from ..data.base import TaskInfo
 from ..errors import ConfigError
 from ..models.backbones import output_shape, split_backbone
+from ..obfuscator import ClientPart
 from .base import METHODS, Method, MethodArg, SplitModel
 
 
@@ -71,7 +72,7 @@ class Pruner(nn.Module):
         return self.net(a)
 
 
-class PrunedEncoder(nn.Module):
+class PrunedEncoder(ClientPart):
     """The client of DISCO: ``z = a * top_k(pruner(a))`` with ``a = encoder(x)``."""
 
     def __init__(self, encoder: nn.Module, image_shape: tuple[int, int, int], ratio: float) -> None:
@@ -85,7 +86,7 @@ class PrunedEncoder(nn.Module):
         channels = self.z_shape[0]
         self.keep = max(1, channels - round(ratio * channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
         a = self.encoder(x)
         mask = top_k_mask(self.pruner(a), self.keep)  # (N, C)
         return a * mask.view(*mask.shape, *([1] * (a.dim() - 2)))  # broadcast over H, W

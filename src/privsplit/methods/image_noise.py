@@ -16,27 +16,28 @@ Settings (``method_args``):
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from ..data.base import TaskInfo
 from ..errors import ConfigError
+from ..obfuscator import ClientPart
+from ..reduction.base import normal_like
 from .base import METHODS, MethodArg, per_dataset
 from .resnet18 import WholeNetworkMethod
 
 SIGMA = {"digits": 0.8, "cifar10": 0.8, "celeba": 2.0, "fairface": 2.0, "utkface": 2.0}
 
 
-def noisy_image(x: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``clamp(x + sigma * N(0, 1), 0, 1)``, same shape as ``x``."""
-    if generator is None:  # randn_like keeps the batch axis dynamic in an ONNX export
-        noise = torch.randn_like(x)
-    else:
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return (x + sigma * noise).clamp_(0.0, 1.0)
+def noisy_image(x: torch.Tensor, sigma: float, u: torch.Tensor | None = None) -> torch.Tensor:
+    """``clamp(x + sigma * N(0, 1), 0, 1)``, same shape as ``x``; normals fresh or
+    from the uniforms ``u`` (N, 2 * numel per image)."""
+    return (x + sigma * normal_like(x, u)).clamp(0.0, 1.0)
 
 
-class NoisyImage(nn.Module):
+class NoisyImage(ClientPart):
     """The parameter-free obfuscator of ``image_noise``; active in training and evaluation alike."""
 
     def __init__(self, image_shape: tuple[int, int, int], sigma: float) -> None:
@@ -46,10 +47,27 @@ class NoisyImage(nn.Module):
         self.image_shape = tuple(image_shape)
         self.z_shape = self.image_shape
         self.sigma = float(sigma)
-        self.random_ops = ("noise",)  # for the export manifest: z differs at every run
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return noisy_image(x, self.sigma)
+    @property
+    def random_ops(self) -> tuple[str, ...]:
+        return ("noise",)
+
+    @property
+    def draws(self) -> int:
+        return 2 * math.prod(self.image_shape)
+
+    @property
+    def encoded_shape(self) -> tuple[int, ...]:
+        return self.image_shape
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def reduce(self, e: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        return noisy_image(e, self.sigma, u)
+
+    def reduce_silenced(self, e: torch.Tensor) -> torch.Tensor:
+        return e
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}"

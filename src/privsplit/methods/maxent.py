@@ -42,23 +42,21 @@ adversaries are refused (MaxEnt-ARL has none).
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import AdversaryConfig, Config
 from ..data.base import TaskInfo
 from ..errors import ConfigError
 from ..models.backbones import build_backbone
-from .base import METHODS, Method, MethodArg, SplitModel, per_dataset
+from ..obfuscator import ClientPart
+from .base import METHODS, Method, MethodArg, SplitModel, kl_to_uniform, per_dataset
 from .resnet18 import WHOLE
 
 DIM = {"digits": 128, "cifar10": 128, "celeba": 256, "fairface": 256, "utkface": 256}
 
 
-class Embedding(nn.Module):
+class Embedding(ClientPart):
     """A whole backbone whose last layer emits a ``dim`` vector: ``(N, 3, H, W) -> (N, dim)``."""
 
     def __init__(self, backbone: str, dim: int, image_shape: tuple[int, int, int]) -> None:
@@ -67,24 +65,13 @@ class Embedding(nn.Module):
         self.image_shape = tuple(image_shape)
         self.z_shape = (dim,)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
 
 def mlp(dim: int, hidden: int, num_classes: int) -> nn.Module:
     """``d -> hidden -> classes``, the predictor / adversary of MaxEnt-ARL."""
     return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes))
-
-
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Mean Shannon entropy (nats) of ``softmax(logits)`` over the batch; logits ``(N, K)``."""
-    logp = F.log_softmax(logits, dim=1)
-    return -(logp.exp() * logp).sum(1).mean()
-
-
-def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
-    """``log K - H(softmax(logits))``: 0 exactly when the prediction is uniform."""
-    return math.log(logits.shape[1]) - entropy(logits)
 
 
 @METHODS.register("maxent")

@@ -17,13 +17,14 @@ from torch import nn
 
 from ..data.base import TaskInfo
 from ..models.backbones import build_backbone
+from ..obfuscator import ClientPart
 from .base import METHODS, Method, SplitModel
 
 # The split value of methods that send the (possibly noisy) image itself.
 WHOLE = "none"
 
 
-class RawImage(nn.Module):
+class RawImage(ClientPart):
     """The identity obfuscator: ``z = x``. No parameters."""
 
     def __init__(self, image_shape: tuple[int, int, int]) -> None:
@@ -31,7 +32,7 @@ class RawImage(nn.Module):
         self.image_shape = tuple(image_shape)
         self.z_shape = self.image_shape
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
 

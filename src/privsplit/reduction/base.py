@@ -16,10 +16,19 @@ class ReductionOp(nn.Module):
     """A step of the information-reduction chain.
 
     Subclasses validate their arguments once in ``__init__`` and wrap a pure
-    tensor function. ``random`` ops draw fresh randomness at every call, in
-    training *and* at inference: they are part of the deployed obfuscator.
-    Randomness comes from torch's global generator, so ``torch.manual_seed``
-    makes a run reproducible.
+    tensor function. ``random`` ops draw randomness at every call, in training
+    *and* at inference: they are part of the deployed obfuscator. They take it
+    from one of two sources:
+
+    * ``u=None``: fresh draws from torch's global generator (``torch.manual_seed``
+      makes a run reproducible); used in training;
+    * ``u``: a float tensor ``(N, draws(in_shape))`` of uniforms in (0, 1), one
+      row per sample. This is how the randomness is made consistent (drawn from a
+      keyed hash of the image, :mod:`privsplit_edge.keyed`) and how the exported
+      model receives it: the same module trains and exports.
+
+    An op whose tensor form does not export (the FFT of the frequency filter)
+    gives an equivalent module through :meth:`export_form`.
     """
 
     name: ClassVar[str]
@@ -35,6 +44,23 @@ class ReductionOp(nn.Module):
                 f"but gets shape {tuple(in_shape)}; use an earlier split point or drop this op"
             )
         return tuple(in_shape)
+
+    def draws(self, in_shape: tuple[int, ...]) -> int:
+        """Uniforms per sample that one call consumes for an input of ``in_shape`` (0: deterministic)."""
+        return 0
+
+    def forward(self, z: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def silenced(self) -> "ReductionOp":
+        """This op with its additive noise removed: what averaging infinitely
+        many queries of one image converges to. Other random ops stay as deployed."""
+        return self
+
+    def export_form(self, in_shape: tuple[int, ...]) -> nn.Module:
+        """A module with the same math that ``torch.onnx.export`` can trace, for
+        inputs of ``in_shape``; the op itself unless it overrides this."""
+        return self
 
 
 OPS: Registry[ReductionOp] = Registry("reduction op")
@@ -60,9 +86,16 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def randn(shape: torch.Size | tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
+def normal_like(x: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+    """Standard normals shaped like ``x``: fresh (``randn_like``), or from the
+    uniforms ``u`` (N, 2 * numel per sample) by the Box-Muller transform."""
+    if u is None:
+        return torch.randn_like(x)
+    d = u.shape[1] // 2
+    radius = torch.sqrt(-2.0 * torch.log(u[:, :d]))  # u is in (0, 1): log is finite
+    return (radius * torch.cos(2 * math.pi * u[:, d:])).reshape(x.shape).to(x.dtype)
 
 
-def rand(shape: torch.Size | tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+def uniform_like(x: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+    """Uniforms in [0, 1) shaped like ``x``: fresh, or ``u`` (N, numel per sample) reshaped."""
+    return torch.rand_like(x) if u is None else u.reshape(x.shape).to(x.dtype)

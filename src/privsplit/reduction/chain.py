@@ -60,6 +60,27 @@ class Reduction(nn.Sequential):
     def random(self) -> bool:
         return any(op.random for op in self)
 
+    def draws(self, in_shape: tuple[int, ...]) -> int:
+        """Uniforms per sample the whole chain consumes for an input of ``in_shape``."""
+        total, shape = 0, tuple(in_shape)
+        for op in self:
+            total += op.draws(shape)
+            shape = op.output_shape(shape)
+        return total
+
+    def silenced(self) -> "Reduction":
+        """The chain with every noise op silenced and the other ops as deployed:
+        the limit of averaging infinitely many queries of one image."""
+        return Reduction(*[op.silenced() for op in self])
+
+    def export_form(self, in_shape: tuple[int, ...]) -> "Reduction":
+        """The chain with each op in its exportable form (see :meth:`ReductionOp.export_form`)."""
+        ops, shape = [], tuple(in_shape)
+        for op in self:
+            ops.append(op.export_form(shape))
+            shape = op.output_shape(shape)
+        return Reduction(*ops)
+
     def check(self, z_shape: tuple[int, ...], image_shape: tuple[int, ...], allow_no_noise: bool = False) -> tuple[int, ...]:
         """Validate the chain for an encoder output ``z_shape`` and return the
         shape of what leaves the client.
@@ -78,7 +99,15 @@ class Reduction(nn.Sequential):
             )
         return out
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """``z`` through every op; ``u`` (N, draws) gives the ops their uniforms
+        in chain order instead of fresh draws."""
+        start = 0
         for op in self:
-            z = op(z)
+            if u is None:
+                z = op(z)
+                continue
+            n = op.draws(tuple(int(s) for s in z.shape[1:])) if isinstance(op, ReductionOp) else 0
+            z = op(z, u[:, start : start + n] if n else None)
+            start += n
         return z

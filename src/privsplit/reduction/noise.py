@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from .base import OPS, ReductionOp, check_choice, check_nonnegative, randn
+from .base import OPS, ReductionOp, check_choice, check_nonnegative, normal_like
 
 NORMALIZE = ("none", "rms")
 
 
-def gaussian_noise(
-    z: torch.Tensor, sigma: float, normalize: str = "none", generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """``z + N(0, sigma^2)``.
+def gaussian_noise(z: torch.Tensor, sigma: float, normalize: str = "none", u: torch.Tensor | None = None) -> torch.Tensor:
+    """``z + N(0, sigma^2)``; the normals are fresh, or made from the uniforms ``u``
+    (N, 2 * numel per sample).
 
     With ``normalize="rms"`` each sample is first scaled to unit root mean
     square, so ``sigma`` is a fixed noise-to-signal ratio: otherwise an encoder
@@ -21,7 +22,9 @@ def gaussian_noise(
     if normalize == "rms":
         rms = z.flatten(1).pow(2).mean(1).add(1e-12).sqrt()  # (N,)
         z = z / rms.view(-1, *([1] * (z.dim() - 1)))
-    return z + sigma * randn(z.shape, z, generator)
+    if sigma == 0:
+        return z
+    return z + sigma * normal_like(z, u)
 
 
 @OPS.register("noise")
@@ -43,8 +46,14 @@ class GaussianNoise(ReductionOp):
         self.sigma = check_nonnegative("noise.sigma", sigma)
         self.normalize = check_choice("noise.normalize", normalize, NORMALIZE)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return gaussian_noise(z, self.sigma, self.normalize)
+    def draws(self, in_shape: tuple[int, ...]) -> int:
+        return 2 * math.prod(in_shape) if self.sigma > 0 else 0
+
+    def forward(self, z: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        return gaussian_noise(z, self.sigma, self.normalize, u)
+
+    def silenced(self) -> "GaussianNoise":
+        return GaussianNoise(0.0, self.normalize)
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}, normalize={self.normalize}"

@@ -41,7 +41,7 @@ class Resize(ReductionOp):
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (super().output_shape(in_shape)[0], *self.size)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
         return resize(z, self.size, self.mode)
 
     def extra_repr(self) -> str:

@@ -4,24 +4,32 @@ from __future__ import annotations
 
 import torch
 
-from .base import OPS, ReductionOp, check_fraction, rand
+from .base import OPS, ReductionOp, check_fraction, uniform_like
 
 
-def random_shuffle(z: torch.Tensor, fraction: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def taking_part(hw: int, fraction: float) -> int:
+    """How many of ``hw`` positions a shuffle of ``fraction`` permutes (fewer than 2: none)."""
+    k = int(round(fraction * hw))
+    return k if k >= 2 else 0
+
+
+def random_shuffle(z: torch.Tensor, fraction: float = 1.0, u: torch.Tensor | None = None) -> torch.Tensor:
     """Permute a random ``fraction`` of the spatial positions of each sample
     among themselves; all channels of a position move together. ``z`` is
-    (N, C, H, W); each sample gets its own permutation."""
-    n, c, h, w = z.shape
+    (N, C, H, W); each sample gets its own permutation, drawn fresh or from the
+    uniforms ``u`` (N, H*W + k) for the k positions taking part."""
+    c, h, w = (int(s) for s in z.shape[1:])  # fixed by the image size (constants when traced)
     hw = h * w
-    k = int(round(fraction * hw))
-    flat = z.reshape(n, c, hw)
-    if k < 2:
+    k = taking_part(hw, fraction)
+    if k == 0:
         return z
-    chosen = rand((n, hw), z, generator).argsort(1)[:, :k]  # (N, k) positions taking part
-    order = rand((n, k), z, generator).argsort(1)  # (N, k) where each goes
-    source = torch.arange(hw, device=z.device).expand(n, hw).clone()
-    source.scatter_(1, chosen, chosen.gather(1, order))  # (N, HW) index read for each output position
-    return flat.gather(2, source.unsqueeze(1).expand(n, c, hw)).view(n, c, h, w)
+    flat = z.flatten(2)  # (N, C, HW)
+    keys = uniform_like(flat[:, 0, :], None if u is None else u[:, :hw])  # (N, HW)
+    chosen = keys.argsort(1)[:, :k]  # (N, k) positions taking part
+    order = uniform_like(flat[:, 0, :k], None if u is None else u[:, hw:]).argsort(1)  # (N, k) where each goes
+    source = torch.arange(hw, device=z.device).expand_as(keys)
+    source = source.scatter(1, chosen, chosen.gather(1, order))  # (N, HW) index read for each output position
+    return flat.gather(2, source.unsqueeze(1).expand(-1, c, hw)).reshape(z.shape)
 
 
 @OPS.register("shuffle")
@@ -40,8 +48,13 @@ class RandomShuffle(ReductionOp):
         super().__init__()
         self.fraction = check_fraction("shuffle.fraction", fraction)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return random_shuffle(z, self.fraction)
+    def draws(self, in_shape: tuple[int, ...]) -> int:
+        hw = in_shape[1] * in_shape[2]
+        k = taking_part(hw, self.fraction)
+        return hw + k if k else 0
+
+    def forward(self, z: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        return random_shuffle(z, self.fraction, u)
 
     def extra_repr(self) -> str:
         return f"fraction={self.fraction}"

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from privsplit_edge import client as edge
+from privsplit_edge.keyed import create_key, keyed_uniforms, load_key
 
 from .protocol import EdgeError, ServeError, identity_mismatches, run_identity
 
@@ -35,6 +36,9 @@ class Client:
             first, or ``export_dir``).
         export_dir: folder of the ONNX export (default ``RUN_DIR/export``).
         dtype: ``"float32"`` or ``"float16"`` on the wire.
+        device_key: path of a device key (``privsplit keygen``): random ops draw
+            consistently per image (:mod:`privsplit_edge.keyed`), so an image sent
+            twice gives the same ``z``; None: fresh randomness at every call.
 
     Before the first request the client checks that the server's ``/v1/model``
     describes this run; a mismatch raises :class:`ServeError` and nothing is sent.
@@ -54,6 +58,7 @@ class Client:
         export_dir: str | Path | None = None,
         dtype: str = "float32",
         timeout: float = 60.0,
+        device_key: str | Path | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ServeError(f"unknown backend {backend!r}; valid choices: {', '.join(BACKENDS)}")
@@ -65,6 +70,7 @@ class Client:
         self.backend, self.dtype = backend, dtype
         self._server: dict[str, Any] | None = None
         try:
+            self.key = load_key(device_key) if device_key is not None else None
             self.http = edge.Http(server_url, token, timeout)
             if backend == "torch":
                 from ..run import load_run
@@ -74,7 +80,7 @@ class Client:
                 folder = Path(export_dir) if export_dir else self.run_dir / "export"
                 if not (folder / "obfuscator.onnx").is_file():
                     raise ServeError(f"no ONNX export in {folder}: run `privsplit export {self.run_dir} --format onnx` first")
-                self.edge = edge.EdgeClient(folder, server_url, token, dtype, timeout=timeout)
+                self.edge = edge.EdgeClient(folder, server_url, token, dtype, timeout=timeout, device_key=device_key)
                 diff = identity_mismatches(self.identity, self.edge.identity)
                 if diff:
                     raise ServeError(f"the ONNX export in {folder} is from another run ({'; '.join(diff)}); export again")
@@ -97,16 +103,19 @@ class Client:
 
         ``images``: paths, or float (3, H, W) / (N, 3, H, W) tensors or arrays in
         [0, 1]. Random reduction ops draw fresh randomness (torch's global
-        generator for the torch backend: ``torch.manual_seed`` fixes it).
+        generator for the torch backend: ``torch.manual_seed`` fixes it), or,
+        with a device key, draws that are a keyed function of each image.
         """
         if self.backend == "onnx":
             try:
                 return self.edge.encode(_as_numpy(images, self.image_size))
             except EdgeError as e:
                 raise ServeError(str(e)) from None
-        batch = torch.from_numpy(_as_numpy(images, self.image_size))
+        batch = _as_numpy(images, self.image_size)
+        draws = self.obfuscator.draws
+        u = torch.from_numpy(keyed_uniforms(self.key, batch, draws)) if self.key and draws else None
         with torch.inference_mode():
-            return self.obfuscator(batch).float().numpy()
+            return self.obfuscator(torch.from_numpy(batch), u).float().numpy()
 
     def infer(self, images: Iterable[Any] | np.ndarray | torch.Tensor, head: str | None = None) -> list[dict[str, Any]]:
         """Task results, one dict per image: ``label``, ``index``, ``probability``, ``probabilities``."""
@@ -151,7 +160,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if args.seed is not None:
         torch.manual_seed(args.seed)
     token = read_token(args.token_file) if args.token_file else None
-    client = Client(args.run_dir, args.server, token, args.backend, args.export_dir, "float16" if args.float16 else "float32")
+    client = Client(args.run_dir, args.server, token, args.backend, args.export_dir,
+                    "float16" if args.float16 else "float32", device_key=args.device_key)
     results = client.infer(args.images, args.head)
     edge.print_results(args.images, results, args.out)
     return 0
@@ -174,5 +184,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--head", help="task head to ask (default: the server's first)")
     p.add_argument("--float16", action="store_true", help="send z as float16 (half the bytes)")
     p.add_argument("--seed", type=int, help="seed the torch backend's random reduction ops")
+    p.add_argument("--device-key", metavar="FILE",
+                   help="consistent randomness: random ops draw from a keyed hash of each image, so sending an "
+                   "image again sends the same z and averaging repeats gains the server nothing (make the key "
+                   "once on the device with `privsplit keygen FILE`; it never leaves it)")
     p.add_argument("--out", metavar="FILE.json", help="write the results as JSON instead of printing")
     p.set_defaults(func=cmd_infer)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    try:
+        path = create_key(args.path)
+    except EdgeError as e:
+        raise ServeError(str(e)) from None
+    print(f"wrote a new device key to {path} (owner read/write only); keep it on this device and use it with "
+          f"--device-key {path}")
+    return 0
+
+
+def add_keygen_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "keygen",
+        help="create the device key for consistent randomness (privsplit infer --device-key)",
+        description="Write 32 random bytes (hex) to a new file readable only by its owner. With it, the "
+        "obfuscator's random draws are HMAC-SHA256(key, image): the same image always gives the same z, so a "
+        "server that receives it again learns nothing new. The key must stay on the device.",
+    )
+    p.add_argument("path", metavar="FILE", help="where to write the key (must not exist)")
+    p.set_defaults(func=cmd_keygen)

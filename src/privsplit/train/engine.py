@@ -1,11 +1,12 @@
 """The one training loop, shared by every method.
 
 One step, three Adam optimisers:
-  1. ``z = obfuscator(x)``;
+  1. ``e = obfuscator.encode(x)``, ``z = obfuscator.reduce(e)``;
   2. heads minimise the task loss; the obfuscator minimises
      ``task + lam * privacy_term`` (``privacy_term = -adversary_loss`` for
-     ``ours``), through ``z``;
-  3. each adversary minimises its own loss on a detached ``z``.
+     ``ours``), through ``z``, or, for an adversary with ``queries: K``, through
+     the mean of K draws of ``reduce(e)`` (``inf``: the noise-free features);
+  3. each adversary minimises its own loss on a detached copy of what it sees.
 
 Runs unchanged under ``torchrun --nproc-per-node N`` (gloo on CPU, NCCL on
 GPU): each process takes a shard of every epoch and gradients are averaged
@@ -32,6 +33,7 @@ from ..config import Config
 from ..data.base import LabeledImages, TaskInfo, load_dataset
 from ..errors import CheckpointError, ConfigError
 from ..methods import Method, SplitModel, build_method
+from ..methods.base import adversary_queries
 from ..metrics.accuracy import chance_level
 from .checkpoint import (
     checkpoint_dirs,
@@ -354,14 +356,16 @@ class Trainer:
             flip = torch.rand(x.shape[0], device=x.device) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
 
-        z = model.obfuscator(x)
+        e = model.obfuscator.encode(x)
+        z = model.obfuscator.reduce(e)
+        views = self._adversary_views(e, z)
         task = sum(method.task_loss(head(z), labels[model.head_targets[name]]) for name, head in model.heads.items())
         loss = task
         out: dict[str, float] = {"train/task_loss": task.item()}
         use_adv = len(model.adversaries) > 0 and cfg.train.lam > 0
         if use_adv:
             privacy = sum(
-                method.privacy_term(model.adversary_configs[name], adv(z), x, labels)
+                method.privacy_term(model.adversary_configs[name], adv(views[name]), x, labels)
                 for name, adv in model.adversaries.items()
             )
             loss = task + cfg.train.lam * privacy
@@ -373,15 +377,27 @@ class Trainer:
 
         if len(model.adversaries):
             self.optimizers["adversaries"].zero_grad(set_to_none=True)
-            zd = z.detach()
             adv_loss = 0.0
             for name, adv in model.adversaries.items():
-                a_loss = method.adversary_loss(model.adversary_configs[name], adv(zd), x, labels)
+                a_loss = method.adversary_loss(model.adversary_configs[name], adv(views[name].detach()), x, labels)
                 out[f"train/adv_loss/{name}"] = a_loss.item()
                 adv_loss = adv_loss + a_loss
             adv_loss.backward()  # type: ignore[union-attr]
             self._sync_and_step(["adversaries"])
         return out
+
+    def _adversary_views(self, e: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What each adversary reads: ``z``, the mean of K draws of the client's
+        randomness on ``e`` (its ``queries``), or the noise-free features (``inf``)."""
+        obf = self.model.obfuscator
+        by_queries: dict[float, torch.Tensor] = {1: z}
+        views = {}
+        for name, adv in self.model.adversary_configs.items():
+            q = adversary_queries(adv) if obf.random_ops else 1
+            if q not in by_queries:
+                by_queries[q] = obf.reduce_silenced(e) if math.isinf(q) else sum(obf.reduce(e) for _ in range(int(q))) / q
+            views[name] = by_queries[q]
+        return views
 
     def _sync_and_step(self, names: list[str]) -> None:
         for name in names:
@@ -410,14 +426,16 @@ class Trainer:
             for x, labels in batches(self.test_set, shard, 256, self.cfg.data.num_workers):
                 x = x.to(self.device)
                 labels = {k: v.to(self.device) for k, v in labels.items()}
-                z = model.obfuscator(x)
+                e = model.obfuscator.encode(x)
+                z = model.obfuscator.reduce(e)
+                views = self._adversary_views(e, z)
                 for i, name in enumerate(names):
                     if name in model.heads:
                         hit = model.heads[name](z).argmax(1) == labels[model.head_targets[name]]
                         sums[i] += hit.sum().item()
                     else:
                         adv = model.adversary_configs[name]
-                        out = model.adversaries[name](z)
+                        out = model.adversaries[name](views[name])
                         if adv.kind == "decoder":
                             sums[i] += ((out - x) ** 2).flatten(1).mean(1).sum().item()
                         else:
