@@ -113,6 +113,11 @@ def test_attackers_owning_the_obfuscator_draw_fresh_randomness():
     assert not torch.equal(a, b)
     assert torch.equal(data.z_train(idx, 1, fresh=False), data.z_train(idx, 1, fresh=False))
     assert torch.equal(data.z_test(16), data.z_test(16)), "test draws are fixed (seeded)"
+    # A client with consistent randomness sends one z per image, but the attacker, who owns
+    # the obfuscator, still trains on fresh draws of its own.
+    keyed = _data(Config(), e[:100], e[100:], y[:100], y[100:], 4, chain, consistent=True)
+    assert torch.equal(keyed.z_test(16), keyed.z_test(1))
+    assert not torch.equal(keyed.z_train(idx, 16, fresh=True), keyed.z_train(idx, 16, fresh=True))
 
 
 def test_deterministic_client_computes_once():

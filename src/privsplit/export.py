@@ -20,6 +20,7 @@ draws give the same ``z`` in PyTorch and ONNX Runtime. Each reduction op
 exports itself (:meth:`privsplit.reduction.ReductionOp.export_form`: the
 frequency filter as real matrix products with the 2-D DFT matrices).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,9 +34,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from privsplit_edge.keyed import SCHEME
+
 from .errors import PrivsplitError
 from .obfuscator import ClientPart, Obfuscator
-from privsplit_edge.keyed import SCHEME
 
 FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 18

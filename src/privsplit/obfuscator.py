@@ -4,6 +4,8 @@ evaluation, export and the clients treat them alike."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -56,6 +58,15 @@ class ClientPart(nn.Module):
     def reduce_silenced(self, e: torch.Tensor) -> torch.Tensor:
         """``reduce`` with every noise source removed (other random steps as deployed)."""
         return self.reduce(e)
+
+    def queried(self, e: torch.Tensor, k: float) -> torch.Tensor:
+        """What a server holds after ``k`` queries of each image: the mean of ``k``
+        fresh draws of ``reduce(e)``; ``k = inf`` is the limit, ``reduce_silenced(e)``."""
+        if math.isinf(k):
+            return self.reduce_silenced(e)
+        if k == 1 or not self.random_ops:
+            return self.reduce(e)
+        return sum(self.reduce(e) for _ in range(int(k))) / k
 
     def forward(self, x: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
         return self.reduce(self.encode(x), u)

@@ -247,6 +247,10 @@ def plot_privacy_queries(results: list[dict[str, Any]], path: Path) -> Path | No
     chances = {r["privacy_chance"] for r in rows if r.get("privacy_chance") is not None}
     if len(chances) == 1:
         ax.axhline(100 * chances.pop(), color="grey", ls="--", label="chance")
+    given = {(k, v) for r in rows for k, v in r["attacks"]["attribute"].get("chance_given", {}).items()}
+    if len(given) == 1:  # what any z that serves the task reveals
+        other, v = given.pop()
+        ax.axhline(100 * v, color="grey", ls=":", label=f"knowing the {other} label")
     ax.set(xlabel="repeated queries of each image averaged by the server", ylabel="best attacker accuracy (%)",
            title="privacy under repeated queries (lower is better)")
     ax.legend(fontsize=7)

@@ -215,7 +215,7 @@ class AttributeAttack(Attack):
                 continue
             model = FAMILIES[fam](data, k)
             options.log(f"  attribute attack{at}: training {fam} attacker on z {tuple(data.z_shape)} for {options.epochs} epoch(s)"
-                        f"{', fresh draws each epoch' if options.fresh_draws and data.repeats_help else ''}")
+                        f"{', fresh draws each epoch' if options.fresh_draws and data.client.random_ops else ''}")
             families[fam] = train_attacker(model, lambda idx: data.z_train(idx, q, options.fresh_draws), y_train,
                                            z_test, y_test, options, desc=f"attacker {fam}{at}")
         best_family = max(families, key=lambda f: families[f]["best_acc"])

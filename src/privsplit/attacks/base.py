@@ -50,14 +50,7 @@ def averaged_z(client: torch.nn.Module, e: torch.Tensor, k: Query, chunk: int = 
     """What a server holds after ``k`` queries of each image: the mean of ``k``
     independent draws of the client's random part on the cached encoder output
     ``e`` (N, ...); ``k = inf`` is the limit, every noise source silenced."""
-    out = []
-    for i in range(0, len(e), chunk):
-        part = e[i : i + chunk]
-        if math.isinf(k):
-            out.append(client.reduce_silenced(part).float())
-            continue
-        out.append(sum(client.reduce(part).float() for _ in range(int(k))) / k)
-    return torch.cat(out)
+    return torch.cat([client.queried(e[i : i + chunk], k).float() for i in range(0, len(e), chunk)])
 
 
 @dataclass
@@ -131,7 +124,9 @@ class EvalData:
         """Training ``z`` of the samples ``idx`` after ``k`` queries: drawn afresh at
         every call (``fresh``), or the fixed draw."""
         k = self.effective(k)
-        if fresh and self.repeats_help:
+        # An attacker owns the obfuscator: it draws afresh on its own training images even
+        # where the client's draws are consistent (it makes them with keys of its own).
+        if fresh and self.client.random_ops:
             return averaged_z(self.client, self.e_train[idx], k)
         return self.z_train_fixed(k)[idx]
 

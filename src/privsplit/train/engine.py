@@ -395,7 +395,7 @@ class Trainer:
         for name, adv in self.model.adversary_configs.items():
             q = adversary_queries(adv) if obf.random_ops else 1
             if q not in by_queries:
-                by_queries[q] = obf.reduce_silenced(e) if math.isinf(q) else sum(obf.reduce(e) for _ in range(int(q))) / q
+                by_queries[q] = obf.queried(e, q)
             views[name] = by_queries[q]
         return views
 
