@@ -104,7 +104,7 @@ BUDGETS = {
         "CIFAR-10's 9 methods took about 2 hours there with 2 attacker families at one query (measured per "
         "32x32 image on 2 cores: training ours ~670 images/s, deepobfuscator ~130/s; the three attackers "
         "together ~270 images/s per epoch); the attacks of a random client now run at 1, 16 and inf queries "
-        "(a deterministic client's once), which makes them roughly 3x longer. "
+        "(a deterministic client's once) with a third family: expect well over 2 hours (not re-measured). "
         "The face sets' 178x178 images cost ~30x more each: run those on a GPU",
     ),
     "paper": Budget(

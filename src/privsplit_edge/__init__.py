@@ -1,6 +1,7 @@
 """privsplit_edge: the torch-free half of privsplit, for the edge device.
 
-It holds the wire format (:mod:`privsplit_edge.protocol`) and a client that
+It holds the wire format (:mod:`privsplit_edge.protocol`), consistent
+randomness from a device key (:mod:`privsplit_edge.keyed`) and a client that
 runs an exported ONNX obfuscator with ONNX Runtime and talks to a privsplit
 server over plain HTTP (:mod:`privsplit_edge.client`). It imports only the
 standard library, numpy, and (when used) onnxruntime and Pillow: never torch.
