@@ -107,7 +107,6 @@ class Obfuscator(ClientPart):
         self.image_shape = tuple(image_shape)
         self.encoder_shape = output_shape(encoder, self.image_shape)
         self.z_shape = reduction.check(self.encoder_shape, self.image_shape, allow_no_noise)
-        self._silenced = reduction.silenced()
 
     @property
     def random_ops(self) -> tuple[str, ...]:
@@ -128,7 +127,7 @@ class Obfuscator(ClientPart):
         return self.reduction(e, u)
 
     def reduce_silenced(self, e: torch.Tensor) -> torch.Tensor:
-        return self._silenced(e)
+        return self.reduction.silenced()(e)  # parameter-free ops: cheap to build per call
 
     def export_form(self) -> nn.Module:
         return _Exported(self.encoder, self.reduction.export_form(self.encoder_shape))
