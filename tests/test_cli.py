@@ -42,7 +42,7 @@ def test_train_writes_a_complete_run_folder(tmp_path, capsys):
         (["train", "--set", "reduction=[{op: replace, fraction: 2}]"], r"fraction in \[0, 1\]"),
         (["train", "--set", "data.name=imagenet"], "unknown dataset 'imagenet'"),
         (["train", "--set", "model.split=rn18_1", "--set", "reduction=[]"], "no 'noise' op"),
-        (["train", "--set", "train.epochs=0"], "train.epochs must be at least 1"),
+        (["train", "--set", "train.epochs=0"], "train.epochs must be >= 1"),
         (["train", "--resume", "/nonexistent/run"], "not a privsplit run folder"),
         (["info", "--set", "method=magic"], None),
     ],

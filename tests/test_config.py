@@ -25,8 +25,8 @@ def test_overrides_coerce_and_index():
     "override,message",
     [
         ("train.epoch=3", "unknown key.*epoch in train; valid keys: batch_size"),
-        ("train.epochs=three", "train.epochs must be int"),
-        ("train.flip=1", "train.flip must be bool"),
+        ("train.epochs=three", "train.epochs must be a whole number"),
+        ("train.flip=1", "train.flip must be true or false"),
         ("nothing", "must look like key=value"),
         ("heads.2.name=x", "not an index"),
         ("data=3", "data must be a mapping"),

@@ -56,7 +56,7 @@ def test_op_shape_gradient_finite_and_seeded(name):
         ({"op": "shuffle", "fraction": -0.1}, r"fraction in \[0, 1\]"),
         ({"op": "frequency", "low": 0.5, "high": 0.2}, "must be below"),
         ({"op": "frequency", "mode": "keep"}, "mode must be one of pass, reject"),
-        ({"op": "resize", "size": 0}, "positive int"),
+        ({"op": "resize", "size": 0}, "a whole number from 1 to 4096"),
         ({"op": "noise"}, "needs sigma"),
         ({"op": "noise", "sigma": 1, "mean": 0}, "unknown: mean"),
         ({"op": "blur"}, "valid choices: frequency, noise, replace, resize, shuffle"),

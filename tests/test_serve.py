@@ -1,13 +1,17 @@
-"""A real uvicorn server on 127.0.0.1, real HTTP clients: round trips, bad input, tokens."""
+"""A real uvicorn server on 127.0.0.1, real HTTP clients: round trips, bad input, tokens,
+settings, and slow, stalled or vanishing clients on raw sockets."""
 
 import json
+import logging
 import os
+import re
+import selectors
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -17,9 +21,17 @@ import yaml
 from PIL import Image
 
 from privsplit.cli import main
+from privsplit.errors import PrivsplitError
 from privsplit.serve import Client, ServeError
 from privsplit.serve.protocol import encode_z
-from privsplit.serve.server import BackgroundServer, create_app, is_loopback
+from privsplit.serve.server import (
+    BackgroundServer,
+    _open_files_limit,
+    create_app,
+    is_loopback,
+    read_token,
+    uvicorn_config,
+)
 
 HEADS = "heads=[{name: task, target: utility}, {name: digit, target: private}]"
 
@@ -261,3 +273,198 @@ def test_server_rebuilds_each_methods_own_head(tmp_path, method, extra):
     net = TaskNetwork(tmp_path / "run")
     out = net.predict(np.zeros((2, *net.z_shape), np.float32))
     assert len(out["predictions"]) == 2 and out["labels"] == ["even", "odd"]
+
+
+# --- hardening: hostile bodies, settings, tokens, slow and vanishing clients ---------------------------------
+
+
+def test_hostile_bodies_get_4xx_json(server):
+    """Each of these was a 500, or a 200 with null probabilities."""
+    def header(text, data=b""):
+        return struct.pack("<Q", len(text)) + text.encode() + data
+
+    zeros = b"\0" * (128 * 4 * 4)
+    cases = {
+        "nested 2000 deep": (header('{"z": ' + "[" * 2000 + "]" * 2000 + "}"), 400, "nests"),
+        "dtype a list": (header('{"z": {"dtype": ["F32"], "shape": [1, 128, 2, 2], "data_offsets": [0, 2048]}}', zeros),
+                         400, "dtype must be a string"),
+        "dtype an object": (header('{"z": {"dtype": {}, "shape": [1, 128, 2, 2], "data_offsets": [0, 2048]}}', zeros),
+                            400, "dtype must be a string"),
+        "values near float32's max": (encode_z(np.full((2, 128, 2, 2), 3e38, np.float32)), 422, "not finite"),
+    }
+    for name, (body, status, words) in cases.items():
+        r = httpx.post(f"{server.url}/v1/infer", content=body)
+        assert r.status_code == status and words in r.json()["error"], (name, r.status_code, r.text)
+        assert r.json()["expected"]["shape"] == ["N", 128, 2, 2], name
+    assert httpx.post(f"{server.url}/v1/infer", content=good_body()).status_code == 200
+
+
+def test_settings_are_checked(run_dir, capsys):
+    for kwargs, words in [
+        ({"max_body_bytes": 0}, "max_body_bytes (--max-body-bytes) must be an integer at least"),
+        ({"max_body_bytes": -1}, "max_body_bytes"),
+        ({"max_body_bytes": 100}, "what one float32 representation"),
+        ({"max_batch": 0}, "max_batch (--max-batch) must be an integer at least 1"),
+        ({"body_timeout": 0}, "body_timeout (--body-timeout) must be a positive number"),
+        ({"body_timeout": float("nan")}, "body_timeout"),
+        ({"token": "pässwörd-0123456789"}, "printable ASCII"),
+    ]:
+        with pytest.raises(PrivsplitError, match=re.escape(words)):
+            create_app(run_dir, **kwargs)
+    app = create_app(run_dir, max_body_bytes=8 + 4096 + 128 * 4 * 4)  # exactly one sample fits
+    assert app.state.task_network.z_shape == (128, 2, 2)
+    for kwargs, words in [({"port": 70000}, "port (--port) must be an integer from 0 to 65535"),
+                          ({"port": -1}, "port"), ({"header_timeout": -1}, "header_timeout"),
+                          ({"keep_alive": 0}, "keep_alive"), ({"max_connections": 0}, "max_connections"),
+                          *([({"max_connections": 10**9}, "ulimit -n")] if _open_files_limit() else [])]:
+        with pytest.raises(PrivsplitError, match=re.escape(words)):
+            uvicorn_config(app, **kwargs)
+    # The command line gives one-line errors, never a traceback (and never starts serving).
+    for flags, words in [(["--max-body-bytes", "0"], "--max-body-bytes"), (["--max-body-bytes", "-1"], "--max-body-bytes"),
+                         (["--max-batch", "0"], "--max-batch"), (["--port", "70000"], "--port"),
+                         (["--threads", "0"], "--threads"), (["--body-timeout", "-1"], "--body-timeout"),
+                         (["--header-timeout", "0"], "--header-timeout"), (["--keep-alive", "-5"], "--keep-alive"),
+                         (["--max-connections", "0"], "--max-connections")]:
+        assert main(["serve", str(run_dir), *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (flags, err)
+
+
+def test_token_rules(run_dir, tmp_path, capsys):
+    cases = {
+        "not-utf8": (b"\xff\xfe\x00token-0123456789abcdef", "not text (not UTF-8)"),
+        "non-ascii": ("pässwörd-0123456789abcdef".encode(), "printable ASCII"),
+        "two-words": (b"token 0123456789abcdef", "one word"),
+        "short": (b"abc\n", "at least 16 characters"),
+    }
+    for name, (content, words) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(PrivsplitError, match=re.escape(words)) as e:
+            read_token(path)
+        assert str(path) in str(e.value) and "secrets.token_urlsafe" in str(e.value), name
+        assert main(["serve", str(run_dir), "--token-file", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1, (name, err)
+    ok = tmp_path / "ok"
+    ok.write_text("  edge-token-0123456789abcdef~!\n")
+    assert read_token(ok) == "edge-token-0123456789abcdef~!"
+
+
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def test_client_gone_mid_body_is_one_log_line(server):
+    log = logging.getLogger("uvicorn.error")  # the server's log (uvicorn configures it)
+    handler = Records()
+    log.addHandler(handler)
+    try:
+        with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as s:
+            s.sendall(b"POST /v1/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\n" + b"\0" * 100)
+            time.sleep(0.2)  # the endpoint is waiting for the rest
+        deadline = time.monotonic() + 5
+        while not handler.records and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)  # anything else it would log
+    finally:
+        log.removeHandler(handler)
+    lines = [r.getMessage() for r in handler.records]
+    assert len(lines) == 1 and "went away mid-body (100 of 10000 bytes came)" in lines[0], lines
+    assert all(r.exc_info is None for r in handler.records)
+    assert httpx.post(f"{server.url}/v1/infer", content=good_body()).status_code == 200
+
+
+STALLS = {  # kind: (connections, bytes sent before stalling)
+    "body": (20, b"POST /v1/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\n" + b"\0" * 100),
+    "chunked body": (3, b"POST /v1/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n" + b"\0" * 100),
+    "half a header": (5, b"POST /v1/infer HTTP/1.1\r\nHost: x\r\nContent-Le"),
+    "nothing": (2, b""),
+}
+
+
+@pytest.mark.slow
+def test_stalled_clients_are_cut_off_while_others_are_served(run_dir):
+    """30 raw sockets stall (mid-body, mid-header, silent) against timeouts of 1.5 s; an httpx
+    client keeps getting answers meanwhile, every stalled connection gets a 408 and is closed
+    within the timeout plus slack, and the server serves on."""
+    timeout, slack = 1.5, 1.0
+    app = create_app(run_dir, max_batch=4, body_timeout=timeout)
+    with BackgroundServer(app, header_timeout=timeout, keep_alive=1.0) as srv:
+        port = int(srv.url.rsplit(":", 1)[1])
+        sel = selectors.DefaultSelector()
+        conns = []
+        for kind, (n, data) in STALLS.items():
+            for _ in range(n):
+                s = socket.create_connection(("127.0.0.1", port))
+                s.sendall(data)
+                s.setblocking(False)
+                conn = {"kind": kind, "sock": s, "opened": time.monotonic(), "lived": None, "reply": b""}
+                sel.register(s, selectors.EVENT_READ, conn)
+                conns.append(conn)
+        # A client that reads nothing of its body from GET /v1/model, and one idle kept-alive connection.
+        extra = []
+        for request in (b"GET /v1/model HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"\0" * 10,
+                        b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(request)
+            s.setblocking(False)
+            extra.append({"kind": request[:14], "sock": s, "opened": time.monotonic(), "lived": None, "reply": b""})
+            sel.register(s, selectors.EVENT_READ, extra[-1])
+
+        served = served_during_stall = 0
+        with httpx.Client(base_url=srv.url, timeout=5) as client:
+            deadline = time.monotonic() + timeout + slack + 2
+            while sel.get_map() and time.monotonic() < deadline:
+                r = client.post("/v1/infer", content=good_body())
+                assert r.status_code == 200 and r.json()["n"] == 2
+                served += 1
+                served_during_stall += all(c["lived"] is None for c in conns)
+                for key, _ in sel.select(timeout=0.01):
+                    c = key.data
+                    try:
+                        chunk = c["sock"].recv(65536)
+                    except ConnectionError:
+                        chunk = b""
+                    c["reply"] += chunk
+                    if not chunk:  # closed by the server
+                        c["lived"] = time.monotonic() - c["opened"]
+                        sel.unregister(c["sock"])
+                        c["sock"].close()
+        lived = [c["lived"] for c in conns]
+        print(f"\nstalled connections lived {min(lived):.2f}-{max(lived):.2f} s (timeouts {timeout} s); "
+              f"{served_during_stall} valid requests answered while all {len(conns)} stalled, {served} in all; "
+              f"unread body: {extra[0]['lived']:.2f} s, idle keep-alive: {extra[1]['lived']:.2f} s")
+        for c in conns:
+            assert c["lived"] is not None and timeout - 0.1 < c["lived"] < timeout + slack, (c["kind"], c["lived"])
+            assert c["reply"].startswith(b"HTTP/1.1 408 "), (c["kind"], c["reply"][:80])
+        assert extra[0]["reply"].startswith(b"HTTP/1.1 200 ") and extra[0]["lived"] < slack  # closed, not kept
+        assert extra[1]["reply"].startswith(b"HTTP/1.1 200 ") and 1.0 - 0.1 < extra[1]["lived"] < 1.0 + slack
+        assert served_during_stall >= 5
+        assert httpx.post(f"{srv.url}/v1/infer", content=good_body()).status_code == 200
+        assert len(srv.server.server_state.connections) <= 1
+
+
+def test_connections_over_the_limit_get_503_at_once(run_dir):
+    with BackgroundServer(create_app(run_dir), max_connections=3, header_timeout=10) as srv:
+        port = int(srv.url.rsplit(":", 1)[1])
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        deadline = time.monotonic() + 5
+        while len(srv.server.server_state.connections) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+            reply = s.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 503 ") and b"server busy" in reply
+        r = httpx.get(f"{srv.url}/v1/health", timeout=3)
+        assert r.status_code == 503 and "try again later" in r.json()["error"]
+        for s in held:
+            s.close()
+        deadline = time.monotonic() + 5
+        while srv.server.server_state.connections and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert httpx.get(f"{srv.url}/v1/health").status_code == 200

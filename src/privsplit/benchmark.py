@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .attacks.base import query_key
+from .checks import flag
 from .errors import ConfigError, DataError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -487,7 +488,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lpips-weights", metavar="FILE",
                    help="LPIPS(alex) weights (default $PRIVSPLIT_LPIPS_WEIGHTS; none: LPIPS unavailable)")
     p.add_argument("--configs", metavar="DIR", help=f"folder of the method configs (default {CONFIG_DIR})")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=flag(int, ge=1), help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_benchmark)
 

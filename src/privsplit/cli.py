@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from .checks import flag
 from .errors import PrivsplitError
 
 EXAMPLES_TRAIN = """\
@@ -44,8 +45,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import Config, apply_overrides, load_config
-    from .train.engine import RESUMABLE_CHANGES, check_resume_overrides, train
+    from .config import apply_overrides, load_config
+    from .train.engine import train
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -53,14 +54,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise PrivsplitError("--resume reads the config saved in the run folder; do not also give --config")
         if not (run_dir / "config.yaml").is_file():
             raise PrivsplitError(f"{run_dir} is not a privsplit run folder (no config.yaml); nothing to resume")
-        saved = load_config(run_dir / "config.yaml")
-        cfg = apply_overrides(saved, args.overrides)
-        changed = [k for k in check_resume_overrides(saved.to_dict(), cfg.to_dict()) if k not in RESUMABLE_CHANGES]
-        if changed:
-            raise PrivsplitError(
-                f"cannot change {', '.join(changed)} when resuming (the checkpoints describe the old setting); "
-                f"start a new run instead. Changeable on resume: {', '.join(sorted(RESUMABLE_CHANGES))}"
-            )
+        # The engine refuses overrides that would change the experiment.
+        cfg = apply_overrides(load_config(run_dir / "config.yaml"), args.overrides)
     else:
         cfg = load_config(args.config, args.overrides)
         if args.out:
@@ -189,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="List what can be configured, and the shape of z for a config without training.",
     )
     _add_config_args(p)
-    p.add_argument("--image-size", type=int, help="input image side (default: the config's or the dataset's)")
+    p.add_argument("--image-size", type=flag(int, ge=8, le=1024), help="input image side (default: the config's or the dataset's)")
     p.add_argument("--show-config", action="store_true", help="print the fully resolved config as YAML and exit")
     p.set_defaults(func=cmd_info)
 

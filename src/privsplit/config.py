@@ -13,14 +13,15 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import types
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import Any, Iterable
 
 import yaml
 
+from .checks import check_fields, check_type, setting
 from .data.base import DataConfig
 from .errors import ConfigError
 from .train.config import TrainConfig
@@ -41,13 +42,24 @@ class ModelConfig:
     split: str = "rn18_3"
     allow_no_noise: bool = False
 
+    def __post_init__(self) -> None:
+        check_fields(self, "model")
+
 
 @dataclass
 class HeadConfig:
-    """A task head on the server: a fresh copy of the backbone's rest predicting ``target``."""
+    """A task head on the server: a fresh copy of the backbone's rest predicting ``target``.
+    ``name`` is what clients ask for (``?head=NAME``): letters, digits, ``_`` and ``-``."""
 
-    name: str = "task"
+    name: str = setting("task", name=True)
     target: str = "utility"
+
+    def __post_init__(self) -> None:
+        check_fields(self, "heads")
+
+
+ADVERSARY_KINDS = ("attribute", "decoder")
+ADVERSARY_OBJECTIVES = ("ce", "entropy")
 
 
 @dataclass
@@ -71,11 +83,27 @@ class AdversaryConfig:
             gamed by being confidently wrong).
     """
 
-    name: str = "adversary"
-    kind: str = "attribute"
+    name: str = setting("adversary", name=True)
+    kind: str = setting("attribute", choices=ADVERSARY_KINDS)
     target: str = "private"
-    queries: Union[int, str] = 1
-    objective: str = "ce"
+    queries: Any = 1  # checked by adversary_queries
+    objective: str = setting("ce", choices=ADVERSARY_OBJECTIVES)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "adversaries")
+        if self.objective == "entropy" and self.kind != "attribute":
+            raise ConfigError(f"adversaries.{self.name}.objective is entropy, but kind is {self.kind!r} (entropy only for kind attribute)")
+        adversary_queries(self)
+
+
+def adversary_queries(adv: AdversaryConfig) -> float:
+    """An adversary's ``queries`` as a number: a whole number >= 1, or ``math.inf``."""
+    q = adv.queries
+    if (isinstance(q, str) and q.strip().lower() in ("inf", ".inf", "infinity")) or q == math.inf:
+        return math.inf
+    if isinstance(q, bool) or not isinstance(q, int) or not 1 <= q <= 100_000:
+        raise ConfigError(f"adversaries.{adv.name}.queries must be a whole number >= 1 or inf (at most 100000), got {q!r}")
+    return q
 
 
 def _default_reduction() -> list[dict[str, Any]]:
@@ -93,7 +121,7 @@ class Config:
     """
 
     method: str = "ours"
-    name: str | None = None
+    name: str | None = setting(None, name=True)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     reduction: list[dict[str, Any]] = field(default_factory=_default_reduction)
@@ -101,6 +129,11 @@ class Config:
     adversaries: list[AdversaryConfig] = field(default_factory=list)
     train: TrainConfig = field(default_factory=TrainConfig)
     method_args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "")
+        if not self.heads:
+            raise ConfigError("the config needs at least one head (heads: [{name: task, target: utility}])")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -124,9 +157,13 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p} is not UTF-8 text (byte {e.start}): a config is a YAML file") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p} is not valid YAML: {e}") from None
+            raise ConfigError(f"{p} is not valid YAML: {' '.join(str(e).split())}") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read the config file {p}: {e.strerror}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{p} must hold a mapping at the top level, got {type(data).__name__}")
     return apply_overrides(Config.from_dict(data), overrides)
@@ -171,7 +208,8 @@ def _set_path(node: Any, parts: list[str], value: Any, full: str) -> None:
 
 
 def _build(tp: Any, value: Any, where: str) -> Any:
-    """Check ``value`` against type ``tp`` and build dataclasses recursively."""
+    """Build dataclasses recursively from plain data; leaves are checked by
+    :func:`~privsplit.checks.check_type`, ranges by each dataclass itself."""
     name = where or "config"
     if dataclasses.is_dataclass(tp):
         if value is None:
@@ -180,38 +218,12 @@ def _build(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{name} must be a mapping, got {value!r}")
         hints = typing.get_type_hints(tp)
         fields = {f.name for f in dataclasses.fields(tp) if f.init}
-        unknown = sorted(set(value) - fields)
+        unknown = sorted(set(map(str, value)) - fields)
         if unknown:
             raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {name}; valid keys: {', '.join(sorted(fields))}")
         return tp(**{k: _build(hints[k], v, f"{where}.{k}" if where else k) for k, v in value.items()})
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _build(a, value, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{name} has an invalid value {value!r}")
-    if origin is list:
+    if typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
         if not isinstance(value, list):
             raise ConfigError(f"{name} must be a list, got {value!r}")
-        return [_build(args[0], v, f"{where}.{i}") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{name} must be a mapping, got {value!r}")
-        return dict(value)
-    if tp is Any:
-        return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float, str, bool):
-        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-            raise ConfigError(f"{name} must be {tp.__name__}, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {tp} at {name}")
+        return [_build(typing.get_args(tp)[0], v, f"{where}.{i}") for i, v in enumerate(value)]
+    return check_type(tp, value, name)

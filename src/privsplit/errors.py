@@ -19,3 +19,7 @@ class DataError(PrivsplitError):
 
 class CheckpointError(PrivsplitError):
     """A checkpoint or run folder is missing, corrupt, or from another run."""
+
+
+class TrainingDiverged(PrivsplitError):
+    """A loss became NaN or infinite; the run keeps its last good checkpoint."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .checks import flag
+
 EXAMPLES_EVALUATE = """\
 examples:
   privsplit evaluate runs/digits-ours-rn18_3-20260101-120000
@@ -34,9 +36,9 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="data.KEY=VALUE",
                    help="change a data setting of the run's config, e.g. --set data.limit_train=2000 (repeatable)")
     p.add_argument("--data-root", metavar="DIR", help="the data set's folder (same as --set data.root=DIR)")
-    p.add_argument("--attack-epochs", type=int, default=10, metavar="N", help="attacker training epochs (default 10)")
-    p.add_argument("--attack-batch-size", type=int, default=128, metavar="N", help="attacker batch size (default 128)")
-    p.add_argument("--attack-lr", type=float, default=1e-3, metavar="LR", help="attacker Adam learning rate (default 1e-3)")
+    p.add_argument("--attack-epochs", type=flag(int, ge=1), default=10, metavar="N", help="attacker training epochs (default 10)")
+    p.add_argument("--attack-batch-size", type=flag(int, ge=2), default=128, metavar="N", help="attacker batch size (default 128)")
+    p.add_argument("--attack-lr", type=flag(float, gt=0), default=1e-3, metavar="LR", help="attacker Adam learning rate (default 1e-3)")
     p.add_argument("--families", default="head,mlp,knn", metavar="LIST",
                    help="attribute attacker families, comma-separated: head, mlp, knn (default all three)")
     p.add_argument("--queries", default="1,16,inf", metavar="LIST",
@@ -51,15 +53,15 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attack-augment", action="store_true",
                    help="mirror spatial z left-right at random while training attribute attackers")
     p.add_argument("--target", default="private", help="label the attribute attack predicts (default private)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the obfuscator's random ops and the attackers (default 0)")
+    p.add_argument("--seed", type=flag(int, ge=0), default=0, help="seed of the obfuscator's random ops and the attackers (default 0)")
     p.add_argument("--lpips-weights", metavar="FILE",
                    help="LPIPS(alex) weights: the LPIPS state dict or torchvision's ImageNet AlexNet "
                         "(default $PRIVSPLIT_LPIPS_WEIGHTS; none: LPIPS unavailable)")
-    p.add_argument("--latency-repeats", type=int, default=20, metavar="N",
+    p.add_argument("--latency-repeats", type=flag(int, ge=0), default=20, metavar="N",
                    help="batch-1 CPU forward passes timed for the latency (0: skip; default 20)")
-    p.add_argument("--latency-threads", type=int, default=1, metavar="N",
+    p.add_argument("--latency-threads", type=flag(int, ge=1), default=1, metavar="N",
                    help="torch threads while timing the latency (default 1: one core of an edge device)")
-    p.add_argument("--threads", type=int, help="torch CPU threads for computing z and training attackers")
+    p.add_argument("--threads", type=flag(int, ge=1), help="torch CPU threads for computing z and training attackers")
     p.add_argument("--device", default="auto",
                    help="where z is computed and attackers train: auto (CUDA if present), cpu, cuda[:N] (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -67,13 +69,8 @@ def _common_args(p: argparse.ArgumentParser) -> None:
 
 def _options(args: argparse.Namespace, attacks: list[str]):  # noqa: ANN202
     from .attacks import AttackOptions, parse_queries
-    from .errors import ConfigError
     from .evaluate import EvalOptions, check_attacks
 
-    if args.attack_epochs < 1:
-        raise ConfigError(f"--attack-epochs must be at least 1, got {args.attack_epochs}")
-    if args.attack_batch_size < 2:
-        raise ConfigError(f"--attack-batch-size must be at least 2, got {args.attack_batch_size}")
     overrides = list(args.overrides) + ([f"data.root={args.data_root}"] if args.data_root else [])
     families = tuple(f.strip() for f in args.families.split(",") if f.strip())
     return EvalOptions(

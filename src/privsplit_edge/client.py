@@ -20,7 +20,7 @@ import numpy as np
 from .errors import EdgeError, IdentityMismatch, ServerError
 from .images import decode_square
 from .keyed import fresh_uniforms, keyed_uniforms, load_key
-from .protocol import API, CONTENT_TYPE, encode_z, identity_mismatches
+from .protocol import API, CONTENT_TYPE, encode_z, identity_mismatches, read_token
 
 MANIFEST = "obfuscator.json"
 
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", metavar="FILE.json", help="write results as JSON instead of printing")
     args = parser.parse_args(argv)
     try:
-        token = Path(args.token_file).read_text().strip() if args.token_file else None
+        token = read_token(args.token_file) if args.token_file else None
         client = EdgeClient(args.bundle, args.server, token, "float16" if args.float16 else "float32",
                             device_key=args.device_key)
         print_results(args.images, client.infer(args.images, args.head), args.out)

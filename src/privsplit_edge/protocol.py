@@ -18,6 +18,12 @@ bytes 8+n..8+n+D    the values of z: little-endian, row-major (C order), no padd
 * The body ends exactly after the data; nothing else is accepted. The header
   may be padded with trailing spaces (as the safetensors writer does) and is at
   most :data:`MAX_HEADER_BYTES` long.
+* The header is strict: JSON nested at most :data:`MAX_HEADER_DEPTH` levels
+  (a valid header needs 3), no duplicate keys, no ``NaN``/``Infinity``
+  constants, exactly the fields above with their JSON types (``dtype`` a
+  string, ``shape`` a list of at most :data:`MAX_NDIM` integers from 0 to
+  :data:`MAX_DIM`, ``data_offsets`` a list of two integers), metadata
+  strings only.
 
 Any safetensors writer produces such bodies
 (``safetensors.numpy.save({"z": z})``); :func:`encode_z` writes them with only
@@ -31,9 +37,14 @@ Response: JSON. ``POST /v1/infer`` answers (for the default head or ``?head=NAME
                       "probabilities": [0.07, 0.93]}, ...]}
 
 Errors are JSON ``{"error": "what was wrong", "expected": {...}}`` with status
-400 (malformed body), 401 (missing or wrong bearer token), 404 (unknown
-head), 413 (body larger than the server's limit), or 422 (well-formed, but wrong
-shape, dtype, batch size or non-finite values).
+400 (malformed body or header), 401 (missing or wrong bearer token), 404
+(unknown head), 408 (the body did not arrive within the server's body
+timeout), 413 (body larger than the server's limit), 422 (well-formed, but
+wrong shape, dtype, batch size or non-finite values, or values so far outside
+what the obfuscator produces that the network's output is not finite) or 503
+(the server has its maximum number of open connections; try again later).
+The server closes connections whose request head or body arrives too slowly
+and idle keep-alive connections (``privsplit serve --help`` lists the limits).
 
 This module imports only the standard library and numpy, so the torch-free
 edge client and the server share it.
@@ -44,16 +55,20 @@ from __future__ import annotations
 import json
 import math
 import struct
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import WireFormatError
+from .errors import EdgeError, WireFormatError
 
 API = "privsplit-z/1"
 CONTENT_TYPE = "application/octet-stream"
 TENSOR = "z"
 MAX_HEADER_BYTES = 4096
+MAX_HEADER_DEPTH = 4  # JSON nesting; a valid header has 3 levels (object, tensor, shape)
+MAX_NDIM = 16
+MAX_DIM = 2**31 - 1
 DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2")}
 DTYPE_NAMES = {"F32": "float32", "F16": "float16"}
 _CODES = {"float32": "F32", "float16": "F16"}
@@ -108,8 +123,10 @@ def decode_z(body: bytes, z_shape: Sequence[int] | None = None, max_batch: int |
         max_batch: the most samples per request; checked when given.
 
     Raises:
-        WireFormatError: with ``status`` 400 (malformed) or 422 (wrong shape,
-            dtype, batch size, or non-finite values), saying what was expected.
+        WireFormatError: with ``status`` 400 (malformed, including a header
+            that breaks the strict rules in the module docstring) or 422 (wrong
+            shape, dtype, batch size, or non-finite values), saying what was
+            expected. Never any other exception, whatever the bytes.
     """
     exp = expected_message(z_shape or [], max_batch or 0) if z_shape is not None else {}
 
@@ -123,25 +140,30 @@ def decode_z(body: bytes, z_shape: Sequence[int] | None = None, max_batch: int |
         raise bad(f"header length {n} is over the {MAX_HEADER_BYTES} bytes allowed: not a representation message")
     if len(body) < 8 + n:
         raise bad(f"body is truncated: the header needs {n} bytes, {len(body) - 8} follow")
+    raw = body[8 : 8 + n]
+    if (depth := _nesting(raw)) > MAX_HEADER_DEPTH:
+        raise bad(f"header JSON nests {depth} levels deep; at most {MAX_HEADER_DEPTH} are allowed (a valid header has 3)")
     try:
-        header = json.loads(body[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise bad(f"header is not valid JSON ({e})") from None
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        raise bad(f"header is not valid JSON ({_short(e, 120)})") from None
     if not isinstance(header, dict):
         raise bad("header must be a JSON object")
     meta = header.pop("__metadata__", {})
-    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):  # JSON keys are strings
         raise bad("__metadata__ must map strings to strings")
     if set(header) != {TENSOR}:
-        raise bad(f"the message must hold exactly one tensor named {TENSOR!r}; it holds {sorted(header)}")
+        raise bad(f"the message must hold exactly one tensor named {TENSOR!r}; it holds {_short(sorted(header))}")
     spec = header[TENSOR]
-    if not isinstance(spec, dict):
-        raise bad(f"tensor {TENSOR!r} must be described by an object")
-    code, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
+    if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data_offsets"}:
+        raise bad(f"tensor {TENSOR!r} must be an object with exactly dtype, shape and data_offsets")
+    code, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
+    if not isinstance(code, str):
+        raise bad(f"dtype must be a string such as \"F32\", got {_short(code)}")
     if code not in DTYPES:
-        raise bad(f"dtype {code!r} is not accepted; send F32 (float32) or F16 (float16)", 422)
-    if not (isinstance(shape, list) and shape and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
-        raise bad(f"shape must be a non-empty list of non-negative integers, got {shape!r}")
+        raise bad(f"dtype {_short(code)} is not accepted; send F32 (float32) or F16 (float16)", 422)
+    if not (isinstance(shape, list) and 1 <= len(shape) <= MAX_NDIM and all(_is_int(s, MAX_DIM) for s in shape)):
+        raise bad(f"shape must be a list of 1 to {MAX_NDIM} non-negative integers up to {MAX_DIM}, got {_short(shape)}")
     if z_shape is not None and list(shape[1:]) != [int(s) for s in z_shape]:
         raise bad(f"shape {shape} does not match the model: expected [N, {', '.join(map(str, z_shape))}]", 422)
     if shape[0] < 1:
@@ -149,8 +171,8 @@ def decode_z(body: bytes, z_shape: Sequence[int] | None = None, max_batch: int |
     if max_batch is not None and shape[0] > max_batch:
         raise bad(f"{shape[0]} samples in one request; the server takes at most {max_batch}: split the batch", 422)
     size = math.prod(shape) * DTYPES[code].itemsize
-    if offsets != [0, size]:
-        raise bad(f"data_offsets {offsets!r} do not fit shape {shape} and dtype {code} (expected [0, {size}])")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)) or offsets != [0, size]:
+        raise bad(f"data_offsets {_short(offsets)} do not fit shape {shape} and dtype {code} (expected [0, {size}])")
     data = body[8 + n :]
     if len(data) != size:
         what = "truncated" if len(data) < size else "longer than its header says"
@@ -160,6 +182,81 @@ def decode_z(body: bytes, z_shape: Sequence[int] | None = None, max_batch: int |
         bad_count = int(z.size - np.isfinite(z).sum())
         raise bad(f"z holds {bad_count} NaN or infinite value(s); every value must be finite", 422)
     return z
+
+
+def _nesting(raw: bytes) -> int:
+    """How deep the JSON text ``raw`` nests (brackets inside strings do not count).
+
+    Checked before ``json.loads``, which recurses once per level.
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for b in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif b == 0x5C:  # backslash
+                escaped = True
+            elif b == 0x22:  # closing quote
+                in_string = False
+        elif b == 0x22:
+            in_string = True
+        elif b in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif b in b"]}":
+            depth -= 1
+    return deepest
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"duplicate key {_short(next(k for k in keys if keys.count(k) > 1))}")
+    return dict(pairs)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _is_int(v: Any, most: int | None = None) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0 and (most is None or v <= most)
+
+
+def _short(v: Any, limit: int = 60) -> str:
+    """``repr(v)`` cut to ``limit`` characters: error messages echo client input."""
+    r = repr(v) if not isinstance(v, BaseException) else str(v)
+    return r if len(r) <= limit else r[: limit - 3] + "..."
+
+
+# --- the bearer token, shared by the server and both clients -----------------------------------------------
+
+MIN_TOKEN_CHARS = 16
+MAKE_TOKEN = "make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))' > TOKEN_FILE"
+
+
+def check_token(token: str, where: str) -> str:
+    """``token`` if it is a usable bearer token: at least 16 printable ASCII
+    characters, no whitespace (other characters may not survive an HTTP header)."""
+    if len(token) < MIN_TOKEN_CHARS or not all("!" <= c <= "~" for c in token):
+        raise EdgeError(
+            f"the token {where} must be one word of at least {MIN_TOKEN_CHARS} characters, printable ASCII only "
+            f"(a short token can be guessed; other characters may not survive an HTTP header); {MAKE_TOKEN}"
+        )
+    return token
+
+
+def read_token(path: str | Path) -> str:
+    """The bearer token in the file ``path`` (surrounding whitespace removed), checked by :func:`check_token`."""
+    p = Path(path)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise EdgeError(f"cannot read the token file {p}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise EdgeError(f"the token file {p} is not text (not UTF-8); {MAKE_TOKEN}") from None
+    return check_token(text.strip(), f"in {p}")
 
 
 # --- the run's identity, compared by the client before it sends anything ----------------------------------

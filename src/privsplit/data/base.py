@@ -8,6 +8,7 @@ Every dataset yields ``(image, labels)`` with ``image`` a float tensor
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -16,9 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
-from privsplit_edge.images import decode_square
+from privsplit_edge.images import decode_square, image_problem
 
+from ..checks import check_fields, setting
 from ..errors import ConfigError, DataError
 from ..registry import Registry
 
@@ -36,16 +39,23 @@ class DataConfig:
         limit_train: use a seeded random N of the training images (quick runs); None = all.
         limit_test: likewise for the test split.
         num_workers: DataLoader worker processes.
+        skip_bad_files: leave out image files that cannot be read (empty,
+            truncated, not an image, too many pixels) instead of stopping with
+            an error that lists them; how many were left out is printed.
     """
 
     name: str = "digits"
     root: str | None = None
-    image_size: int | None = None
-    test_fraction: float = 0.2
-    split_seed: int = 0
-    limit_train: int | None = None
-    limit_test: int | None = None
-    num_workers: int = 0
+    image_size: int | None = setting(None, ge=8, le=1024)
+    test_fraction: float = setting(0.2, gt=0, lt=1)
+    split_seed: int = setting(0, ge=0, lt=2**32)
+    limit_train: int | None = setting(None, ge=1)
+    limit_test: int | None = setting(None, ge=1)
+    num_workers: int = setting(0, ge=0, le=64)
+    skip_bad_files: bool = False
+
+    def __post_init__(self) -> None:
+        check_fields(self, "data")
 
 
 @dataclass
@@ -55,6 +65,7 @@ class TaskInfo:
     dataset: str
     labels: dict[str, list[str]]  # target -> class names, e.g. {"utility": [...], "private": [...]}
     image_shape: tuple[int, int, int]
+    skipped: list[str] = field(default_factory=list)  # "path: why" of files left out (data.skip_bad_files)
 
     def num_classes(self, target: str) -> int:
         if target not in self.labels:
@@ -84,6 +95,7 @@ class LabeledImages(Dataset):
         self.paths = list(paths) if paths is not None else None
         self.load = load
         self.labels = {k: torch.as_tensor(np.asarray(v), dtype=torch.long) for k, v in labels.items()}
+        self.skipped: list[str] = []  # "path: why" of files a loader left out (data.skip_bad_files)
         n = len(images) if images is not None else len(self.paths)  # type: ignore[arg-type]
         for k, v in self.labels.items():
             if len(v) != n:
@@ -99,12 +111,18 @@ class LabeledImages(Dataset):
             x = self.load(self.paths[i])  # type: ignore[index, misc]
         return x, {k: v[i] for k, v in self.labels.items()}
 
+    def select(self, keep: list[int]) -> "LabeledImages":
+        """The samples at indices ``keep`` (in order)."""
+        return self if len(keep) == len(self) else self._take(torch.as_tensor(keep, dtype=torch.long))
+
     def subset(self, n: int | None, seed: int = 0) -> "LabeledImages":
         """A seeded random subset of ``n`` samples (all when ``n`` is None).
         Random, not the first ``n``: folder layouts are sorted by class."""
         if n is None or n >= len(self):
             return self
-        idx = torch.from_numpy(np.sort(np.random.default_rng(seed).permutation(len(self))[:n]))
+        return self._take(torch.from_numpy(np.sort(np.random.default_rng(seed).permutation(len(self))[:n])))
+
+    def _take(self, idx: torch.Tensor) -> "LabeledImages":
         labels = {k: v[idx] for k, v in self.labels.items()}
         if self.images is not None:
             return LabeledImages(labels, images=self.images[idx])
@@ -136,14 +154,7 @@ def load_dataset(cfg: DataConfig) -> tuple[LabeledImages, LabeledImages, TaskInf
         ['even', 'odd']
     """
     spec = DATASETS.create(cfg.name)
-    size = cfg.image_size or spec.default_size
-    if size < 8:
-        raise ConfigError(f"data.image_size must be at least 8, got {size}")
-    for name, n in (("limit_train", cfg.limit_train), ("limit_test", cfg.limit_test)):
-        if n is not None and n < 1:
-            raise ConfigError(f"data.{name} must be at least 1 (or null for all), got {n}")
-    if not 0 < cfg.test_fraction < 1:
-        raise ConfigError(f"data.test_fraction must be in (0, 1), got {cfg.test_fraction}")
+    size = spec.default_size if cfg.image_size is None else cfg.image_size
     if spec.needs_root:
         if not cfg.root:
             raise DataError(
@@ -153,15 +164,49 @@ def load_dataset(cfg: DataConfig) -> tuple[LabeledImages, LabeledImages, TaskInf
         if not Path(cfg.root).expanduser().is_dir():
             raise DataError(f"data.root {cfg.root!r} for dataset {cfg.name!r} is not a folder. Expected layout: {spec.layout}")
     train, test = spec.load(cfg, size)
-    info = TaskInfo(cfg.name, spec.labels, (3, size, size))
+    skipped = train.skipped + test.skipped  # left out by a loader that decodes every file at open
+    if train.paths is not None:  # decoded on access: check every file now, not in the middle of an epoch
+        n = len(train)
+        keep, bad = screen_files([*train.paths, *test.paths], cfg.skip_bad_files)  # type: ignore[misc]
+        train, test = train.select([i for i in keep if i < n]), test.select([i - n for i in keep if i >= n])
+        skipped += bad
+    if skipped:
+        warnings.warn(f"data.skip_bad_files: left out {len(skipped)} unreadable image file(s), e.g. {skipped[0]}")
+    info = TaskInfo(cfg.name, spec.labels, (3, size, size), skipped)
     return train.subset(cfg.limit_train, cfg.split_seed), test.subset(cfg.limit_test, cfg.split_seed), info
+
+
+def screen_files(paths: Sequence[Path], skip: bool) -> tuple[list[int], list[str]]:
+    """Check image files cheaply (:func:`privsplit_edge.images.image_problem`).
+
+    Returns the indices of the usable files and ``"path: why"`` for the others.
+    Raises :class:`DataError` naming the bad files unless ``skip``.
+    """
+    good, bad = [], []
+    for i, p in enumerate(tqdm(paths, desc="checking image files", unit="file", leave=False, disable=None)):
+        problem = image_problem(p)
+        if problem is None:
+            good.append(i)
+        else:
+            bad.append(f"{p}: {problem}")
+    if bad and not skip:
+        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise DataError(
+            f"{len(bad)} of {len(paths)} image file(s) cannot be used: {shown}. Remove or replace them, "
+            "or leave them out with --set data.skip_bad_files=true"
+        )
+    return good, bad
 
 
 def open_image(path: Path, size: int) -> torch.Tensor:
     """Decode an image file to a float (3, size, size) tensor in [0, 1]
     (centre-cropped to a square first, then resized), exactly as the edge
     client does (:func:`privsplit_edge.images.decode_square`)."""
-    return torch.from_numpy(decode_square(path, size).copy()).permute(2, 0, 1).float().div_(255)
+    try:
+        arr = decode_square(path, size)
+    except (OSError, ValueError, SyntaxError) as e:  # damaged after the check at open, or inside the data
+        raise DataError(f"cannot decode image {path} ({e}); replace or remove it") from None
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255)
 
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:

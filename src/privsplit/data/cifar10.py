@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..errors import DataError
-from .base import DATASETS, DataConfig, DatasetSpec, LabeledImages, resize_uint8
+from .base import DATASETS, DataConfig, DatasetSpec, LabeledImages, resize_uint8, screen_files
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 LIVING = {2, 3, 4, 5, 6, 7}
@@ -68,21 +68,27 @@ def _find(root: Path) -> tuple[str, Path]:
     raise DataError(f"no CIFAR-10 data under {root}. Expected {LAYOUT}. Get it from https://www.cs.toronto.edu/~kriz/cifar.html")
 
 
-def _read_folder(split_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_folder(split_dir: Path, skip_bad: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Decoded images, labels, and the files left out (``data.skip_bad_files``)."""
     missing = [c for c in CLASSES if not (split_dir / c).is_dir()]
     if missing:
         raise DataError(f"{split_dir} lacks class folders {', '.join(missing)}; expected {LAYOUT}")
     files = [(p, i) for i, c in enumerate(CLASSES) for p in sorted((split_dir / c).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise DataError(f"no images in {split_dir}; expected {LAYOUT}")
+    keep, skipped = screen_files([p for p, _ in files], skip_bad)
+    files = [files[j] for j in keep]
     images = np.empty((len(files), 3, 32, 32), dtype=np.uint8)
     for j, (p, _) in enumerate(tqdm(files, desc=f"decoding {split_dir.name}", unit="img", leave=False, disable=None)):
-        with Image.open(p) as im:
-            arr = np.asarray(im.convert("RGB"))
+        try:
+            with Image.open(p) as im:
+                arr = np.asarray(im.convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as e:
+            raise DataError(f"cannot decode image {p} ({e}); replace or remove it") from None
         if arr.shape != (32, 32, 3):
             raise DataError(f"{p} is {arr.shape[1]}x{arr.shape[0]}, CIFAR-10 images are 32x32")
         images[j] = arr.transpose(2, 0, 1)
-    return images, np.array([i for _, i in files], dtype=np.int64)
+    return images, np.array([i for _, i in files], dtype=np.int64), skipped
 
 
 def _load(cfg: DataConfig, size: int) -> tuple[LabeledImages, LabeledImages]:
@@ -93,13 +99,15 @@ def _load(cfg: DataConfig, size: int) -> tuple[LabeledImages, LabeledImages]:
             if not (where / n).exists():
                 raise DataError(f"{where / n} is missing; expected {LAYOUT}")
         parts = {s: [_read_batch(where / n) for n in ns] for s, ns in names.items()}
-        splits = {s: (np.concatenate([a for a, _ in p]), np.concatenate([b for _, b in p])) for s, p in parts.items()}
+        splits = {s: (np.concatenate([a for a, _ in p]), np.concatenate([b for _, b in p]), []) for s, p in parts.items()}
     else:
-        splits = {s: _read_folder(where / s) for s in ("train", "test")}
+        splits = {s: _read_folder(where / s, cfg.skip_bad_files) for s in ("train", "test")}
 
-    def part(images: np.ndarray, labels: np.ndarray) -> LabeledImages:
+    def part(images: np.ndarray, labels: np.ndarray, skipped: list[str]) -> LabeledImages:
         living = np.isin(labels, list(LIVING)).astype(np.int64)
-        return LabeledImages({"utility": living, "private": labels}, images=resize_uint8(torch.from_numpy(images), size))
+        out = LabeledImages({"utility": living, "private": labels}, images=resize_uint8(torch.from_numpy(images), size))
+        out.skipped = skipped
+        return out
 
     return part(*splits["train"]), part(*splits["test"])
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import AdversaryConfig, Config
+from ..checks import check_type
 from ..data.base import TaskInfo
 from ..errors import ConfigError
 from ..models.backbones import build_head
@@ -23,9 +24,6 @@ from ..registry import Registry
 
 if TYPE_CHECKING:
     from ..reduction import Reduction
-
-ADVERSARY_KINDS = ("attribute", "decoder")
-ADVERSARY_OBJECTIVES = ("ce", "entropy")
 
 # Datasets of faces, for per-dataset defaults of the baselines.
 FACE_DATASETS = ("celeba", "fairface", "utkface")
@@ -56,16 +54,6 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
 def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
     """``log K - H(softmax(logits))``: 0 exactly when the prediction is uniform."""
     return math.log(logits.shape[1]) - entropy(logits)
-
-
-def adversary_queries(adv: AdversaryConfig) -> float:
-    """An adversary's ``queries`` as a number: a whole number >= 1, or ``math.inf``."""
-    q = adv.queries
-    if isinstance(q, str) and q.strip().lower() in ("inf", ".inf", "infinity"):
-        return math.inf
-    if isinstance(q, bool) or not isinstance(q, int) or q < 1:
-        raise ConfigError(f"adversaries.{adv.name}.queries must be a whole number >= 1 or inf, got {q!r}")
-    return q
 
 
 def per_dataset(values: dict[str, Any], arg: str, what: str) -> Callable[[str], Any]:
@@ -136,11 +124,10 @@ class Method:
         out: dict[str, Any] = {}
         for key, arg in cls.args.items():
             if key in given:
-                value = given[key]
-                if arg.type is float and isinstance(value, int) and not isinstance(value, bool):
-                    value = float(value)
-                if not isinstance(value, arg.type) or (arg.type is not bool and isinstance(value, bool)):
-                    raise ConfigError(f"method_args.{key} of method {cls.name!r} must be {arg.type.__name__} ({arg.help}), got {value!r}")
+                try:
+                    value = check_type(arg.type, given[key], f"method_args.{key} of method {cls.name!r}")
+                except ConfigError as e:
+                    raise ConfigError(f"{e} ({key}: {arg.help})") from None
             else:
                 value = arg.default(cfg.data.name) if callable(arg.default) else arg.default
             out[key] = value
@@ -185,12 +172,6 @@ class Method:
         """Proxy adversaries: attribute ones are :meth:`attacker_head`, decoders a :class:`Decoder`."""
         out: dict[str, nn.Module] = {}
         for adv in self.cfg.adversaries if adversaries is None else adversaries:
-            if adv.kind not in ADVERSARY_KINDS:
-                raise ConfigError(f"unknown adversary kind {adv.kind!r}; valid choices: {', '.join(ADVERSARY_KINDS)}")
-            if adv.objective not in ADVERSARY_OBJECTIVES or (adv.objective == "entropy" and adv.kind != "attribute"):
-                raise ConfigError(f"adversaries.{adv.name}.objective must be one of {', '.join(ADVERSARY_OBJECTIVES)} "
-                                  f"(entropy only for kind attribute), got {adv.objective!r}")
-            adversary_queries(adv)
             if adv.kind == "attribute":
                 out[adv.name] = self.attacker_head(info, info.num_classes(adv.target))
             else:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import inspect
 import math
+import typing
 from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
 
+from ..checks import check_type
 from ..errors import ConfigError
 from .base import OPS, ReductionOp
 
@@ -20,6 +22,8 @@ def build_op(spec: Mapping[str, Any]) -> ReductionOp:
             f"each reduction step must be a mapping with an 'op' key (one of {', '.join(OPS.names())}), got {spec!r}"
         )
     kwargs = {k: v for k, v in spec.items() if k != "op"}
+    if not isinstance(spec["op"], str):
+        raise ConfigError(f"reduction op must be one of {', '.join(OPS.names())}, got {spec['op']!r}")
     cls = OPS.get(spec["op"])
     params = inspect.signature(cls.__init__).parameters
     valid = [p for p in params if p != "self"]
@@ -29,7 +33,8 @@ def build_op(spec: Mapping[str, Any]) -> ReductionOp:
     missing = [p for p in valid if params[p].default is inspect.Parameter.empty and p not in kwargs]
     if missing:
         raise ConfigError(f"reduction op {spec['op']!r} needs {', '.join(missing)}")
-    return cls(**kwargs)
+    hints = typing.get_type_hints(cls.__init__)
+    return cls(**{k: check_type(hints[k], v, f"{spec['op']}.{k}") for k, v in kwargs.items()})
 
 
 class Reduction(nn.Sequential):

@@ -30,11 +30,11 @@ class Resize(ReductionOp):
     name = "resize"
     needs_spatial = True
 
-    def __init__(self, size: int | list[int] | tuple[int, int], mode: str = "bilinear") -> None:
+    def __init__(self, size: int | list[int], mode: str = "bilinear") -> None:
         super().__init__()
         hw = (size, size) if isinstance(size, int) else tuple(size)
-        if len(hw) != 2 or not all(isinstance(s, int) and s >= 1 for s in hw):
-            raise ConfigError(f"resize.size must be a positive int or [height, width], got {size!r}")
+        if len(hw) != 2 or not all(isinstance(s, int) and 1 <= s <= 4096 for s in hw):
+            raise ConfigError(f"resize.size must be a whole number from 1 to 4096, or [height, width] of such, got {size!r}")
         self.size: tuple[int, int] = hw  # type: ignore[assignment]
         self.mode = check_choice("resize.mode", mode, MODES)
 

@@ -18,6 +18,7 @@ import torch
 from privsplit_edge import client as edge
 from privsplit_edge.keyed import create_key, keyed_uniforms, load_key
 
+from ..checks import flag
 from .protocol import EdgeError, ServeError, identity_mismatches, run_identity
 
 BACKENDS = ("torch", "onnx")
@@ -183,7 +184,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--export-dir", metavar="DIR", help="ONNX export folder (default RUN_DIR/export)")
     p.add_argument("--head", help="task head to ask (default: the server's first)")
     p.add_argument("--float16", action="store_true", help="send z as float16 (half the bytes)")
-    p.add_argument("--seed", type=int, help="seed the torch backend's random reduction ops")
+    p.add_argument("--seed", type=flag(int, ge=0), help="seed the torch backend's random reduction ops")
     p.add_argument("--device-key", metavar="FILE",
                    help="consistent randomness: random ops draw from a keyed hash of each image, so sending an "
                    "image again sends the same z and averaging repeats gains the server nothing (make the key "

@@ -12,15 +12,36 @@ run folder; the obfuscator's weights are never read. Endpoints:
 
 Without a token the server binds to loopback only; with ``--token-file`` every
 request but ``/v1/health`` needs ``Authorization: Bearer <token>`` (compared in
-constant time). Every bad request gets a 4xx and a JSON error saying what was
-expected; the server keeps serving.
+constant time; the token is at least 16 printable ASCII characters). Every bad
+request gets a 4xx and a JSON error saying what was expected; the server keeps
+serving.
+
+Slow and idle clients cannot hold the server (all limits are ``privsplit
+serve`` flags, see :func:`uvicorn_config`):
+
+* the request head must arrive within ``--header-timeout`` seconds of the
+  connection opening (or of its first byte, for the next request on a
+  kept-alive connection), else 408 and the connection is closed;
+* the body of ``POST /v1/infer`` must arrive within ``--body-timeout`` seconds,
+  else 408 and close; any answer sent before the body has fully arrived
+  (401, 404, 408, 413, ...) closes the connection;
+* an idle kept-alive connection is closed after ``--keep-alive`` seconds;
+* at most ``--max-connections`` connections are open: one more is answered 503
+  and closed at once, before its request is read.
+
+Every refused or cut-off client costs one warning line in the log, never a
+traceback.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations
 # at run time, and `Request` is imported inside create_app (fastapi is optional).
 import argparse
+import asyncio
 import hmac
+import http
 import ipaddress
+import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -29,10 +50,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from privsplit_edge import protocol as wire
+
 from ..errors import PrivsplitError
-from .protocol import API, MAX_HEADER_BYTES, WireFormatError, decode_z, expected_message, run_identity
+from .protocol import API, MAX_HEADER_BYTES, EdgeError, WireFormatError, decode_z, expected_message, run_identity
 
 DEFAULT_MAX_BATCH = 64
+DEFAULT_BODY_TIMEOUT = 10.0  # seconds for the whole body of one request
+DEFAULT_HEADER_TIMEOUT = 10.0  # seconds for the request line and headers
+DEFAULT_KEEP_ALIVE = 5.0  # seconds an idle connection stays open
+DEFAULT_MAX_CONNECTIONS = 100
+
+# uvicorn's server log: our lines look like its own and follow --log-level.
+log = logging.getLogger("uvicorn.error")
 
 
 class TaskNetwork:
@@ -73,10 +103,25 @@ class TaskNetwork:
 
     @torch.inference_mode()
     def predict(self, z: np.ndarray, head: str | None = None) -> dict[str, Any]:
-        """Probabilities of head ``head`` (default: the first) for ``z`` (N, *z_shape)."""
+        """Probabilities of head ``head`` (default: the first) for ``z`` (N, *z_shape).
+
+        Raises:
+            WireFormatError: status 422 when the network's output is not finite
+                (finite but huge values of ``z`` overflow inside the network).
+        """
         name = head or self.default_head
         x = torch.from_numpy(np.array(z, dtype=np.float32)).to(self.device)  # float16 is widened here
-        probs = self.heads[name](x).float().softmax(1).cpu().numpy()  # (N, classes)
+        logits = self.heads[name](x).float()
+        probs = logits.softmax(1)
+        broken = ~(logits.isfinite().all(1) & probs.isfinite().all(1))
+        if broken.any():
+            rows = broken.nonzero().flatten().tolist()
+            raise WireFormatError(
+                f"the network's output is not finite for sample(s) {rows[:10]}{' ...' if len(rows) > 10 else ''}: "
+                f"z holds values far outside what the obfuscator produces (largest |z| {float(np.abs(z).max()):.3g})",
+                422,
+            )
+        probs = probs.cpu().numpy()  # (N, classes)
         labels = self.info[name]["labels"]
         preds = []
         for p in probs:
@@ -90,6 +135,7 @@ def create_app(
     token: str | None = None,
     max_batch: int = DEFAULT_MAX_BATCH,
     max_body_bytes: int | None = None,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> Any:
     """The FastAPI application serving a run's task network.
 
@@ -98,16 +144,28 @@ def create_app(
         token: bearer token required on every endpoint but ``/v1/health``; None = no check.
         max_batch: the most representations per request.
         max_body_bytes: the largest request body (413 above); default: what
-            ``max_batch`` float32 representations need.
+            ``max_batch`` float32 representations need. At least what one needs.
+        body_timeout: seconds for a request body to arrive in full (408 after).
+
+    Raises:
+        PrivsplitError: a setting is out of range.
     """
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
+    from starlette.requests import ClientDisconnect
 
+    _check_int("max_batch (--max-batch)", max_batch, 1)
+    _check_seconds("body_timeout (--body-timeout)", body_timeout)
+    if token is not None:
+        check_token(token, "given to the server")
     net = run_dir if isinstance(run_dir, TaskNetwork) else TaskNetwork(run_dir)
-    if max_batch < 1:
-        raise PrivsplitError(f"max_batch must be at least 1, got {max_batch}")
-    limit = max_body_bytes or 8 + MAX_HEADER_BYTES + max_batch * math.prod(net.z_shape) * 4
+    per_sample = math.prod(net.z_shape) * 4  # float32
+    limit = 8 + MAX_HEADER_BYTES + max_batch * per_sample
+    if max_body_bytes is not None:
+        _check_int("max_body_bytes (--max-body-bytes)", max_body_bytes, 8 + MAX_HEADER_BYTES + per_sample,
+                   "what one float32 representation with its header needs; leave it out for the default")
+        limit = max_body_bytes
     expected = expected_message(net.z_shape, max_batch)
     secret = token.encode() if token else None
     app = FastAPI(title="privsplit task network", version=API, docs_url=None, redoc_url=None, openapi_url=None)
@@ -144,6 +202,7 @@ def create_app(
             "default_head": net.default_head,
             "max_batch": max_batch,
             "max_body_bytes": limit,
+            "body_timeout_s": body_timeout,
             "wire_format": "safetensors bytes with one tensor 'z' of shape [N, *z_shape]; see privsplit_edge.protocol",
         }
 
@@ -162,15 +221,33 @@ def create_app(
             if int(declared) > limit:
                 return error(413, too_big, expected, {"Connection": "close"})
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:  # a body sent without (or with a false) Content-Length
-                return error(413, too_big, expected, {"Connection": "close"})
+
+        async def receive() -> bool:  # False: over the limit
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > limit:  # a body sent without (or with a false) Content-Length
+                    return False
+            return True
+
+        who = "%s:%s" % tuple(request.client or ("?", "?"))
+        try:
+            # uvicorn has no body timeout: the whole body must arrive by this deadline.
+            complete = await asyncio.wait_for(receive(), body_timeout)
+        except asyncio.TimeoutError:
+            log.warning("client %s sent %d of %s body bytes in %g s: answered 408", who, len(body), declared or "?",
+                        body_timeout)
+            return error(408, f"the request body did not arrive within {body_timeout:g} s "
+                         f"({len(body)} of {declared or 'unknown'} bytes came)", headers={"Connection": "close"})
+        except ClientDisconnect:
+            log.warning("client %s went away mid-body (%d of %s bytes came)", who, len(body), declared or "?")
+            return error(400, "client went away mid-body")  # nobody reads it
+        if not complete:
+            return error(413, too_big, expected, {"Connection": "close"})
         try:
             z = decode_z(bytes(body), net.z_shape, max_batch)
+            return await run_in_threadpool(net.predict, z, head)
         except WireFormatError as e:
-            return error(e.status, str(e), e.expected)
-        return await run_in_threadpool(net.predict, z, head)
+            return error(e.status, str(e), e.expected or expected)
 
     app.state.task_network = net
     app.state.infer_requests = 0
@@ -190,24 +267,151 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def read_token(path: str | Path) -> str:
-    """The bearer token in ``path`` (surrounding whitespace removed); at least 16 characters."""
-    p = Path(path)
+def check_token(token: str, where: str) -> str:
+    """``token`` if it is a usable bearer token (:func:`privsplit_edge.protocol.check_token`)."""
     try:
-        token = p.read_text().strip()
-    except OSError as e:
-        raise PrivsplitError(f"cannot read the token file {p}: {e}") from None
-    if len(token) < 16 or any(c.isspace() for c in token):
-        raise PrivsplitError(
-            f"the token in {p} must be one word of at least 16 characters (a short token can be guessed); "
-            "make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))' > TOKEN_FILE"
-        )
-    return token
+        return wire.check_token(token, where)
+    except EdgeError as e:
+        raise PrivsplitError(str(e)) from None
+
+
+def read_token(path: str | Path) -> str:
+    """The bearer token in ``path`` (:func:`privsplit_edge.protocol.read_token`)."""
+    try:
+        return wire.read_token(path)
+    except EdgeError as e:
+        raise PrivsplitError(str(e)) from None
+
+
+def _check_int(name: str, value: Any, least: int, why: str = "", most: int | None = None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < least or (most is not None and value > most):
+        span = f"from {least} to {most}" if most is not None else f"at least {least}"
+        raise PrivsplitError(f"{name} must be an integer {span}{f' ({why})' if why else ''}, got {value!r}")
+
+
+def _check_seconds(name: str, value: Any) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0 < value < math.inf):
+        raise PrivsplitError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+def _open_files_limit() -> int | None:
+    """How many files this process may open (``ulimit -n``); None: no limit, or not known."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def _raw_response(status: int, message: str) -> bytes:
+    """A complete HTTP/1.1 JSON error response that closes the connection."""
+    body = json.dumps({"error": message}).encode()
+    head = (f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
+    return head.encode() + body
+
+
+def _protocol(header_timeout: float, max_connections: int) -> type:
+    """uvicorn's h11 protocol plus a header deadline, a cap on open connections,
+    and no keep-alive after answering a request whose body has not fully arrived."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    busy = _raw_response(503, f"server busy: {max_connections} connections open; try again later")
+    late = _raw_response(408, f"the request head did not arrive within {header_timeout:g} s")
+
+    class Protocol(H11Protocol):
+        header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            if len(self.connections) >= max_connections:
+                self.transport = transport  # connection_lost needs it
+                log.warning("refused a connection: %d open (--max-connections)", len(self.connections))
+                transport.write(busy)
+                transport.close()
+                return
+            super().connection_made(transport)
+            self.start_header_clock()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is h11.IDLE:  # a request head is (partly) due
+                self.start_header_clock()
+            elif self.header_timer is not None:
+                self.header_timer.cancel()
+                self.header_timer = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.header_timer is not None:
+                self.header_timer.cancel()
+            super().connection_lost(exc)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+                self.transport.close()  # answered early: do not wait for (or read) the rest of the body
+
+        def start_header_clock(self) -> None:
+            if self.header_timer is None and not self.transport.is_closing():
+                self.header_timer = self.loop.call_later(header_timeout, self.header_timed_out)
+
+        def header_timed_out(self) -> None:
+            self.header_timer = None
+            if not self.transport.is_closing():
+                who = "%s:%d" % self.client if self.client else "?"
+                log.warning("client %s sent no complete request head in %g s: answered 408", who, header_timeout)
+                self.transport.write(late)  # no response is under way: the client is still sending its head
+                self.transport.close()
+
+    return Protocol
+
+
+def uvicorn_config(
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    keep_alive: float = DEFAULT_KEEP_ALIVE,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    log_level: str = "warning",
+    access_log: bool = False,
+) -> Any:
+    """The ``uvicorn.Config`` that serves ``app`` with this server's connection limits.
+
+    uvicorn's own settings cover the keep-alive timeout (``timeout_keep_alive``)
+    and the size of a request head (h11's 16 KiB); it has no header timeout and
+    its ``limit_concurrency`` only answers 503 once a request head has arrived
+    (a client that never sends one still holds a socket). So the HTTP protocol
+    is uvicorn's h11 one (pure Python, also where ``httptools`` is installed)
+    with a header deadline and a cap on open connections; the body timeout is
+    the endpoint's (:func:`create_app`).
+
+    Raises:
+        PrivsplitError: a setting is out of range.
+    """
+    import uvicorn
+
+    _check_int("port (--port)", port, 0, most=65535)
+    _check_seconds("header_timeout (--header-timeout)", header_timeout)
+    _check_seconds("keep_alive (--keep-alive)", keep_alive)
+    _check_int("max_connections (--max-connections)", max_connections, 1)
+    files = _open_files_limit()
+    if files is not None and max_connections > files - 64:
+        raise PrivsplitError(f"--max-connections {max_connections} is over what this process may open "
+                             f"(ulimit -n is {files}, some are needed for files): lower it or raise the limit")
+    return uvicorn.Config(
+        app, host=host, port=port, http=_protocol(header_timeout, max_connections), ws="none",
+        timeout_keep_alive=keep_alive, log_level=log_level, access_log=access_log,  # type: ignore[arg-type]
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    if args.threads is not None:
+        _check_int("--threads", args.threads, 1)
     token = read_token(args.token_file) if args.token_file else None
     if token is None and not is_loopback(args.host):
         raise PrivsplitError(
@@ -216,15 +420,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     if args.threads:
         torch.set_num_threads(args.threads)
-    app = create_app(args.run_dir, token, args.max_batch, args.max_body_bytes)
+    app = create_app(args.run_dir, token, args.max_batch, args.max_body_bytes, args.body_timeout)
+    config = uvicorn_config(
+        app, args.host, args.port, header_timeout=args.header_timeout, keep_alive=args.keep_alive,
+        max_connections=args.max_connections, log_level=args.log_level, access_log=args.log_level == "debug",
+    )
     net: TaskNetwork = app.state.task_network
     print(
         f"serving {args.run_dir} ({net.identity['method']}, {net.identity['backbone']} split {net.identity['split']}, "
         f"z {tuple(net.z_shape)}, heads {', '.join(net.info)}) on http://{args.host}:{args.port} "
-        f"({'bearer token required' if token else 'no token: loopback only'})",
+        f"({'bearer token required' if token else 'no token: loopback only'}; timeouts: header "
+        f"{args.header_timeout:g} s, body {args.body_timeout:g} s, keep-alive {args.keep_alive:g} s; "
+        f"at most {args.max_connections} connections)",
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.log_level == "debug")
+    uvicorn.Server(config).run()
     return 0
 
 
@@ -241,6 +451,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token-file", metavar="FILE", help="require 'Authorization: Bearer <token in FILE>'")
     p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="most samples per request (default 64)")
     p.add_argument("--max-body-bytes", type=int, help="largest request body (default: what --max-batch needs)")
+    p.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT, metavar="SECONDS",
+                   help="a request body must arrive within this, else 408 (default %(default)g)")
+    p.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT, metavar="SECONDS",
+                   help="a request head must arrive within this, else 408 (default %(default)g)")
+    p.add_argument("--keep-alive", type=float, default=DEFAULT_KEEP_ALIVE, metavar="SECONDS",
+                   help="close an idle connection after this (default %(default)g)")
+    p.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+                   help="most open connections; one more gets 503 (default %(default)d)")
     p.add_argument("--threads", type=int, help="torch threads for the heads (default: torch's)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)
@@ -253,16 +471,17 @@ class BackgroundServer:
         app: the application from :func:`create_app`.
         host: address to bind; loopback by default.
         port: 0 picks a free port; the chosen one is in :attr:`url`.
+        limits: ``header_timeout``, ``keep_alive``, ``max_connections`` as for :func:`uvicorn_config`.
 
     Example:
         >>> with BackgroundServer(create_app("runs/my-run")) as srv:  # doctest: +SKIP
         ...     Client("runs/my-run", srv.url).infer(["digit.png"])
     """
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, **limits: Any) -> None:
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+        self.server = uvicorn.Server(uvicorn_config(app, host, port, **limits))
         self.host = host
         self.url = ""
 

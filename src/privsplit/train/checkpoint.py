@@ -100,14 +100,16 @@ def _optimizer_tensors(opts: dict[str, torch.optim.Optimizer]) -> tuple[dict[str
 def _restore_optimizers(opts: dict[str, torch.optim.Optimizer], tensors: dict[str, torch.Tensor], groups: dict[str, Any]) -> None:
     states: dict[str, dict[int, dict[str, torch.Tensor]]] = defaultdict(lambda: defaultdict(dict))
     for key, value in tensors.items():
-        name, idx, field = key.split("/")
+        name, idx, field = (key.split("/") + ["", "", ""])[:3]
+        if not idx.isdigit():
+            raise CheckpointError(f"optimiser state has an unexpected entry {key!r}: not a privsplit checkpoint")
         states[name][int(idx)][field] = value
     for name, opt in opts.items():
         if name not in groups:
             raise CheckpointError(f"checkpoint has no state for optimiser {name!r}")
         try:
             opt.load_state_dict({"state": dict(states[name]), "param_groups": groups[name]})
-        except (ValueError, KeyError) as e:
+        except (ValueError, KeyError, TypeError, IndexError) as e:
             raise CheckpointError(f"optimiser state for {name!r} does not match this model ({e})") from None
 
 
@@ -136,14 +138,22 @@ def load_checkpoint(path: Path, model: nn.Module, optimizers: dict[str, torch.op
 
 
 def read_meta(path: Path) -> dict[str, Any]:
+    """``meta.json`` of a checkpoint folder, checked: a corrupt one is a
+    :class:`CheckpointError`, never a half-restored model."""
     try:
-        meta = json.loads((path / "meta.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: not UTF-8, or not JSON
         raise CheckpointError(f"{path} is not a privsplit checkpoint: cannot read meta.json ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a privsplit checkpoint (meta.json has no format {FORMAT!r})")
     if meta.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {meta.get('version')}, this privsplit reads {VERSION}")
+        raise CheckpointError(f"{path} has checkpoint version {meta.get('version')!r}, this privsplit reads {VERSION}")
+    epoch, groups = meta.get("epoch"), meta.get("optimizer_groups")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1 or not isinstance(groups, dict):
+        raise CheckpointError(
+            f"{path}/meta.json is corrupt (epoch {epoch!r}, optimizer_groups of type {type(groups).__name__}); "
+            "delete this checkpoint folder to resume from the one before it"
+        )
     return meta
 
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from ..checks import check_fields, setting
+from ..errors import ConfigError
+
+DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,2})?")
 
 
 @dataclass
@@ -21,17 +27,25 @@ class TrainConfig:
         device: "auto" (CUDA if present, else CPU), "cpu" or "cuda[:N]".
         keep_checkpoints: how many epoch checkpoints to keep (the newest).
         threads: torch CPU threads; None = torch's default.
+
+    Every value is checked when the config is built (a one-line
+    :class:`~privsplit.errors.ConfigError` names the setting).
     """
 
-    epochs: int = 10
-    batch_size: int = 128
-    lr_obfuscator: float = 1e-3
-    lr_head: float = 1e-3
-    lr_adversary: float = 1e-3
-    lr_schedule: str = "cosine"
-    lam: float = 1e-2
-    seed: int = 0
+    epochs: int = setting(10, ge=1, le=100_000)
+    batch_size: int = setting(128, ge=2, le=65_536)  # batch norm needs 2
+    lr_obfuscator: float = setting(1e-3, gt=0, le=10)
+    lr_head: float = setting(1e-3, gt=0, le=10)
+    lr_adversary: float = setting(1e-3, gt=0, le=10)
+    lr_schedule: str = setting("cosine", choices=("cosine", "constant"))
+    lam: float = setting(1e-2, ge=0)
+    seed: int = setting(0, ge=0, lt=2**63)
     flip: bool = True
     device: str = "auto"
-    keep_checkpoints: int = 2
-    threads: int | None = None
+    keep_checkpoints: int = setting(2, ge=1)
+    threads: int | None = setting(None, ge=1, le=1024)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "train")
+        if not DEVICE.fullmatch(self.device):
+            raise ConfigError(f"train.device must be auto, cpu or cuda[:N], got {self.device!r}")

@@ -29,11 +29,10 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from ..config import Config
-from ..data.base import LabeledImages, TaskInfo, load_dataset
-from ..errors import CheckpointError, ConfigError
+from ..config import Config, adversary_queries, load_config
+from ..data.base import LabeledImages, load_dataset
+from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..methods import Method, SplitModel, build_method
-from ..methods.base import adversary_queries
 from ..metrics.accuracy import chance_level
 from .checkpoint import (
     checkpoint_dirs,
@@ -142,6 +141,16 @@ def batches(ds: LabeledImages, indices: torch.Tensor, batch_size: int, num_worke
     yield from loader
 
 
+def _epoch_of(line: str) -> float:
+    """The epoch of a metrics.jsonl line; infinity for a line that a killed
+    process left half-written (or anything else that is not a metrics record)."""
+    try:
+        epoch = json.loads(line)["epoch"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+    return epoch if isinstance(epoch, int) else math.inf
+
+
 def _seed(*parts: int) -> int:
     s = 0
     for p in parts:
@@ -173,16 +182,8 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.progress = progress
         self._log = log or (lambda s: tqdm.write(s, file=sys.stdout))
-        if cfg.train.epochs < 1:
-            raise ConfigError(f"train.epochs must be at least 1, got {cfg.train.epochs}")
-        if cfg.train.batch_size < 2:
-            raise ConfigError(f"train.batch_size must be at least 2 (batch norm needs it), got {cfg.train.batch_size}")
-        if cfg.train.lam < 0:
-            raise ConfigError(f"train.lam must be >= 0, got {cfg.train.lam}")
-        if cfg.train.lr_schedule not in ("cosine", "constant"):
-            raise ConfigError(f"train.lr_schedule must be cosine or constant, got {cfg.train.lr_schedule!r}")
-        if not cfg.heads:
-            raise ConfigError("the config needs at least one head (heads: [{name: task, target: utility}])")
+        self._epoch = 0
+        Config.from_dict(cfg.to_dict())  # every value checked again: the config may have been changed in Python
 
     def log(self, msg: str) -> None:
         if self.dist.main:
@@ -195,6 +196,14 @@ class Trainer:
         if self.resume:
             if not (self.run_dir / "config.yaml").is_file():
                 raise CheckpointError(f"{self.run_dir} is not a privsplit run folder (no config.yaml); nothing to resume")
+            saved = load_config(self.run_dir / "config.yaml").to_dict()
+            changed = [k for k in check_resume_overrides(saved, self.cfg.to_dict()) if k not in RESUMABLE_CHANGES]
+            if changed:
+                raise ConfigError(
+                    f"cannot change {', '.join(changed)} when resuming {self.run_dir} (its checkpoints and config.yaml "
+                    f"describe the old setting); start a new run instead. Changeable on resume: "
+                    f"{', '.join(sorted(RESUMABLE_CHANGES))}"
+                )
         elif self.run_dir.exists() and any(self.run_dir.iterdir()):
             raise ConfigError(
                 f"run folder {self.run_dir} already exists and is not empty; continue it with "
@@ -212,6 +221,8 @@ class Trainer:
         return 0
 
     def _restore(self) -> int:
+        if self.dist.main:  # the settings that may change (epochs, device...) are this session's
+            write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
         ckpts = checkpoint_dirs(self.run_dir)
         if not ckpts:
             self.log(f"no complete checkpoint in {self.run_dir}; starting from epoch 1")
@@ -221,7 +232,7 @@ class Trainer:
         # Drop metric lines of an epoch that was interrupted after logging but before its checkpoint.
         metrics = self.run_dir / "metrics.jsonl"
         if self.dist.main and metrics.exists():
-            kept = [ln for ln in metrics.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] <= epoch]
+            kept = [ln for ln in metrics.read_text(errors="replace").splitlines() if _epoch_of(ln) <= epoch]
             write_text(metrics, "".join(ln + "\n" for ln in kept))
             self.run_dir.joinpath("run.json").unlink(missing_ok=True)
         self.log(f"resuming {self.run_dir} after epoch {epoch} ({ckpts[-1].name})")
@@ -267,10 +278,15 @@ class Trainer:
             f"{self.info.image_shape}), {cfg.model.backbone} split {cfg.model.split}, z {z_shape}, "
             f"device {self.device}, {self.dist.world} process(es)"
         )
+        if self.info.skipped and self.dist.main:
+            listed = self.run_dir / "skipped_files.txt"
+            write_text(listed, "".join(f"{line}\n" for line in self.info.skipped))
+            self.log(f"left out {len(self.info.skipped)} unreadable image file(s) (data.skip_bad_files=true); "
+                     f"the list is in {listed}")
         t0 = time.time()
         metrics: dict[str, Any] = {}
         for epoch in range(start, cfg.train.epochs):
-            ctx.epoch = epoch + 1
+            ctx.epoch = self._epoch = epoch + 1
             e0 = time.time()
             train_metrics = self._train_epoch(ctx)
             metrics = {"epoch": epoch + 1, **train_metrics, **self.evaluate(), "epoch_s": round(time.time() - e0, 2)}
@@ -370,6 +386,7 @@ class Trainer:
             )
             loss = task + cfg.train.lam * privacy
             out["train/privacy_term"] = privacy.item()
+        self._check_finite(out, loss)
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -382,9 +399,23 @@ class Trainer:
                 a_loss = method.adversary_loss(model.adversary_configs[name], adv(views[name].detach()), x, labels)
                 out[f"train/adv_loss/{name}"] = a_loss.item()
                 adv_loss = adv_loss + a_loss
+            self._check_finite(out, adv_loss)
             adv_loss.backward()  # type: ignore[union-attr]
             self._sync_and_step(["adversaries"])
         return out
+
+    def _check_finite(self, losses: dict[str, float], loss: torch.Tensor) -> None:
+        """Stop before a non-finite loss reaches the weights: the run folder keeps
+        its last good checkpoint and is not marked finished."""
+        if bool(torch.isfinite(loss)):
+            return
+        shown = ", ".join(f"{k.removeprefix('train/')} {v:.4g}" for k, v in losses.items())
+        ckpts = checkpoint_dirs(self.run_dir)
+        kept = f"the last good checkpoint is {ckpts[-1]}" if ckpts else "no epoch finished, so there is no checkpoint"
+        raise TrainingDiverged(
+            f"training diverged in epoch {self._epoch}: a loss is not finite ({shown}); {kept}. "
+            "Lower the learning rates or train.lam and start a new run"
+        )
 
     def _adversary_views(self, e: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """What each adversary reads: ``z``, the mean of K draws of the client's
@@ -515,6 +546,8 @@ def check_resume_overrides(saved: dict[str, Any], new: dict[str, Any], prefix: s
     for k in sorted(set(saved) | set(new)):
         key = f"{prefix}{k}"
         a, b = saved.get(k), new.get(k)
+        if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):  # e.g. reduction.0.sigma
+            a, b = dict(enumerate(a)), dict(enumerate(b))
         if isinstance(a, dict) and isinstance(b, dict):
             diffs += check_resume_overrides(a, b, key + ".")
         elif a != b:
