@@ -40,6 +40,20 @@ def cifar_root(tmp_path_factory):
     return dest / "cifar10"
 
 
+@pytest.fixture(scope="session")
+def utkface_root(tmp_path_factory):
+    """Real UTKFace (aligned & cropped) unpacked from ../shared/data; skipped when absent."""
+    archive = SHARED_DATA / "utkface-aligned-cropped.tar.gz"
+    if not archive.exists():
+        pytest.skip("real UTKFace is not in ../shared/data")
+    import tarfile
+
+    dest = tmp_path_factory.mktemp("utkface")
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+    return dest
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
     import subprocess
 

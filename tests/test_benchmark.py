@@ -100,7 +100,7 @@ def test_unknown_method_lists_valid_choices(tmp_path, capsys):
 
 def test_unknown_budget_and_dataset(tmp_path, capsys):
     assert main(["benchmark", "--dataset", "digits", "--budget", "huge", "--out", str(tmp_path / "b")]) == 2
-    assert "tiny, small, paper" in capsys.readouterr().err
+    assert "tiny, small, faces-cpu, paper" in capsys.readouterr().err
     assert main(["benchmark", "--dataset", "mnist", "--out", str(tmp_path / "b")]) == 2
     assert "cifar10" in capsys.readouterr().err
 

@@ -163,3 +163,25 @@ def test_limits_take_a_seeded_random_subset_not_the_first_class(tmp_path):
     assert len(set(train.labels["private"].tolist())) > 3  # sorted-by-class folders would give 1 or 2 classes
     again, _, _ = load_dataset(cfg)
     assert torch.equal(train.labels["private"], again.labels["private"])
+
+
+def test_file_backed_set_decodes_once_then_serves_from_memory(tmp_path):
+    from privsplit.train.engine import batches
+
+    d = tmp_path / "UTKFace"
+    for i in range(10):
+        _face(d / f"{20 + i}_{i % 2}_{i % 5}_2017011617452{i}.jpg.chip.jpg", value=10 * i)
+    cfg = DataConfig(name="utkface", root=str(tmp_path), image_size=16, test_fraction=0.3)
+    kept, _, _ = load_dataset(cfg)
+    fresh, _, _ = load_dataset(DataConfig(**{**cfg.__dict__, "cache_gb": 0.0}))
+    assert kept.images is None and kept.paths is not None  # nothing decoded before the first pass
+    order = torch.randperm(len(kept))
+    first = torch.cat([x for x, _ in batches(kept, order, 3)])
+    assert kept.images is not None and kept.images.dtype == torch.uint8  # every image decoded once: in memory now
+    for path in kept.paths:
+        path.unlink()  # a second pass reads no file
+    second = torch.cat([x for x, _ in batches(kept, order, 3)])
+    assert torch.equal(first, second)
+    assert fresh.images is None  # cache_gb=0 keeps decoding from files
+    with pytest.raises(DataError, match="cannot decode image"):
+        fresh[0]

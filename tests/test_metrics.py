@@ -183,3 +183,21 @@ def test_lpips_from_a_weights_file(lpips_files, monkeypatch):
 def test_lpips_rejects_other_weights(lpips_files, name):
     with pytest.raises(ConfigError, match="LPIPS|does not exist"):
         load_lpips(lpips_files / name)
+
+
+def test_st_lpips_loads_offline_and_is_its_own_column():
+    from privsplit.metrics.image import load_st_lpips
+
+    st = load_st_lpips()
+    assert st is not None, "stlpips-pytorch is part of the dev extra"
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(4, 3, 48, 48, generator=g)
+    near = (a + 0.05 * torch.randn(a.shape, generator=g)).clamp(0, 1)
+    far = torch.rand(4, 3, 48, 48, generator=g)
+    m_same, m_near, m_far = (image_metrics(a, b, st_lpips=st) for b in (a, near, far))
+    assert m_same["st_lpips"] == pytest.approx(0.0, abs=1e-6)
+    assert 0 < m_near["st_lpips"] < m_far["st_lpips"]
+    assert m_far["lpips"] is None and "lpips" in m_far["notes"]  # real LPIPS still needs ImageNet weights
+    small = image_metrics(a[:, :, :16, :16], far[:, :, :16, :16], st_lpips=st)
+    assert small["st_lpips"] is None and "not computed" in small["notes"]["st_lpips"]
+    assert "not installed" in image_metrics(a, far)["notes"]["st_lpips"]

@@ -108,6 +108,12 @@ BUDGETS = {
         "(a deterministic client's once) with a third family: expect well over 2 hours (not re-measured). "
         "The face sets' 178x178 images cost ~30x more each: run those on a GPU",
     ),
+    "faces-cpu": Budget(
+        "faces-cpu", epochs=5, data={"image_size": 32, "limit_train": None, "limit_test": None}, attack_epochs=5,
+        queries=(1, 16),
+        about="a face set on a 2-core CPU: all images at 32x32, 5 training and 5 attacker epochs, attacks at 1 and "
+        "16 queries (UTKFace's 23,705 images: see benchmarks/RESULTS.md for the measured time)",
+    ),
     "paper": Budget(
         "paper", epochs=20, data={"limit_train": None, "limit_test": None}, attack_epochs=20,
         about="all images, 20 training and 20 attacker epochs, as the configs; meant for a GPU (--device cuda)",
@@ -409,13 +415,16 @@ def benchmark_markdown(results: list[dict[str, Any]], record: dict[str, Any]) ->
     rec = [r for r in results if "reconstruction" in r["attacks"]]
     if rec:
         md += ["## Reconstruction attack", "",
-               "| method | MSE ↑ | L1 ↑ | SSIM ↓ | MS-SSIM ↓ | PSNR ↓ | LPIPS ↑ |", "|---|---|---|---|---|---|---|"]
+               "| method | MSE ↑ | L1 ↑ | SSIM ↓ | MS-SSIM ↓ | PSNR ↓ | LPIPS ↑ | ST-LPIPS ↑ |",
+               "|---|---|---|---|---|---|---|---|"]
         base = rec[0]["attacks"]["reconstruction"]["mean_image_baseline"]
         rows = [(r["name"], r["attacks"]["reconstruction"]["metrics"]) for r in rec] + [("mean training image (no z)", base)]
         for name, m in rows:
             md.append(f"| {name} | {m['mse']:.2f} | {m['l1']:.2f} | {m['ssim']:.4f} | {_num(m['ms_ssim'])} | "
-                      f"{_num(m['psnr'], '{:.2f}')} | {_num(m['lpips'])} |")
-        md += ["", "MSE and L1 on the 0-255 scale, PSNR in dB; the last row is the reference an attacker must beat.", ""]
+                      f"{_num(m['psnr'], '{:.2f}')} | {_num(m['lpips'])} | {_num(m.get('st_lpips'))} |")
+        md += ["", "MSE and L1 on the 0-255 scale, PSNR in dB; the last row is the reference an attacker must beat. "
+               "ST-LPIPS is the shift-tolerant LPIPS of the stlpips-pytorch package (its own weights, not ImageNet's): "
+               "not comparable to LPIPS.", ""]
     md += ["## Client cost", "", "| method | GFLOPs | memory (MB) | bytes/sample (float32) | CPU latency, batch 1 (ms) |",
            "|---|---|---|---|---|"]
     for r in results:

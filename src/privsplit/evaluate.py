@@ -30,7 +30,7 @@ from .data.base import LabeledImages, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
 from .metrics.accuracy import chance_level, model_accuracy
 from .metrics.cost import client_cost
-from .metrics.image import load_lpips
+from .metrics.image import load_lpips, load_st_lpips
 from .run import Run, load_run, read_run_record
 from .train.engine import resolve_device
 
@@ -203,6 +203,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None, out_di
     read_run_record(run_dir)  # a clear error for an unfinished run, before any work
     out = Path(out_dir) if out_dir is not None else run_dir / "eval"
     lpips = load_lpips(options.lpips_weights) if "reconstruction" in attacks else None
+    st_lpips = load_st_lpips() if "reconstruction" in attacks else None
     t0 = time.time()
     torch.manual_seed(options.seed)
     run = load_run(run_dir, parts=("obfuscator", "heads"), device=resolve_device(options.device))
@@ -233,7 +234,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None, out_di
     results["utility_chance"] = first["chance"]
     out.mkdir(parents=True, exist_ok=True)
     attack_options = dataclasses.replace(options.attack, out_dir=out, log=log, progress=options.progress,
-                                         extra={**options.attack.extra, "lpips": lpips})
+                                         extra={**options.attack.extra, "lpips": lpips, "st_lpips": st_lpips})
     for name in attacks:
         results["attacks"][name] = ATTACKS.create(name).run(data, attack_options)
     attr = results["attacks"].get("attribute")
@@ -246,6 +247,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None, out_di
     results["cost"] = client_cost(run.model.obfuscator.cpu(), tuple(data.info.image_shape), options.latency_repeats,
                                   options.latency_threads)
     results["lpips_weights"] = lpips.source if lpips else None
+    results["st_lpips_weights"] = st_lpips.source if st_lpips else None
     results["wall_s"] = round(time.time() - t0, 1)
     results["versions"] = {"torch": torch.__version__, "privsplit": _version()}
     report.write_run_report(results, out, run_dir)

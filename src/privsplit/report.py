@@ -132,7 +132,8 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
     if rec:
         m = rec["metrics"]
         lines.append(f"  reconstruction: MSE {m['mse']:.1f}, L1 {m['l1']:.2f} (0-255), SSIM {m['ssim']:.3f}, "
-                     f"MS-SSIM {_num(m['ms_ssim'], '{:.3f}')}, PSNR {_num(m['psnr'], '{:.2f}')} dB, LPIPS {_num(m['lpips'], '{:.3f}')}")
+                     f"MS-SSIM {_num(m['ms_ssim'], '{:.3f}')}, PSNR {_num(m['psnr'], '{:.2f}')} dB, LPIPS {_num(m['lpips'], '{:.3f}')}, "
+                     f"ST-LPIPS {_num(m.get('st_lpips'), '{:.3f}')}")
     c = r["cost"]
     lat = c["latency_ms_cpu_batch1"]
     lines.append(f"  client: {c['gflops']:.3f} GFLOPs, {c['memory_mb']:.2f} MB, {c['bytes_per_sample_float32']} bytes/sample "
@@ -194,7 +195,9 @@ def run_markdown(r: dict[str, Any]) -> str:
                f"| SSIM | {m['ssim']:.4f} | {b['ssim']:.4f} |",
                f"| MS-SSIM | {_num(m['ms_ssim'])} | {_num(b['ms_ssim'])} |",
                f"| PSNR (dB, range 255) | {_num(m['psnr'], '{:.2f}')} | {_num(b['psnr'], '{:.2f}')} |",
-               f"| LPIPS | {_num(m['lpips'])} | {_num(b['lpips'])} |", ""]
+               f"| LPIPS | {_num(m['lpips'])} | {_num(b['lpips'])} |",
+               f"| ST-LPIPS (shift-tolerant, not comparable to LPIPS) | {_num(m.get('st_lpips'))} | "
+               f"{_num(b.get('st_lpips'))} |", ""]
         md += [f"- {k}: {v}" for k, v in m["notes"].items()]
         md += [f"- decoder: {rec['epochs']} epochs, Adam lr {rec['lr']}, MSE loss; final training MSE "
                f"{_num(rec['train_loss'][-1] if rec['train_loss'] else None)} (0-1 scale)"]

@@ -36,15 +36,15 @@ class ReconstructionAttack(Attack):
     def run(self, data: EvalData, options: AttackOptions) -> dict[str, Any]:
         assert data.x_train is not None and data.x_test is not None, "reconstruction needs the images"
         original = _images(data.x_test.cpu())
-        lpips: LPIPS | None = options.extra.get("lpips")
+        perceptual: dict[str, LPIPS | None] = {k: options.extra.get(k) for k in ("lpips", "st_lpips")}
         # The reconstruction an attacker gets without z: the mean training image.
         mean_image = _images(data.x_train.cpu()).mean(0, keepdim=True).expand_as(original)
-        baseline = image_metrics(original, mean_image, lpips)
-        by_queries = per_query(data, options, lambda q: self._at(data, options, q, original, baseline, lpips))
+        baseline = image_metrics(original, mean_image, **perceptual)
+        by_queries = per_query(data, options, lambda q: self._at(data, options, q, original, baseline, perceptual))
         return {**by_queries["1"], "mean_image_baseline": baseline, **attack_record(data, options, by_queries)}
 
     def _at(self, data: EvalData, options: AttackOptions, q: Any, original: torch.Tensor,
-            baseline: dict[str, Any], lpips: LPIPS | None) -> dict[str, Any]:
+            baseline: dict[str, Any], perceptual: dict[str, LPIPS | None]) -> dict[str, Any]:
         assert data.x_train is not None
         torch.manual_seed(options.seed + 7)
         z_test = data.z_test(q)
@@ -70,7 +70,7 @@ class ReconstructionAttack(Attack):
         decoder.eval()
         with torch.no_grad():
             recon = torch.cat([decoder(z_test[i : i + 4 * bs]).cpu() for i in range(0, len(z_test), 4 * bs)])
-        metrics = image_metrics(original, recon, lpips)
+        metrics = image_metrics(original, recon, **perceptual)
         grid = None
         if options.out_dir is not None:
             name = "reconstruction.png" if q == 1 else f"reconstruction_q{query_key(q)}.png"

@@ -39,6 +39,10 @@ class DataConfig:
         limit_train: use a seeded random N of the training images (quick runs); None = all.
         limit_test: likewise for the test split.
         num_workers: DataLoader worker processes.
+        cache_gb: a data set read from files keeps each image once decoded and
+            resized (uint8, in memory), so only the first epoch decodes files;
+            a set that would need more than this many GiB (or runs with
+            ``num_workers`` > 0) decodes every epoch. 0 = never keep.
         skip_bad_files: leave out image files that cannot be read (empty,
             truncated, not an image, too many pixels) instead of stopping with
             an error that lists them; how many were left out is printed.
@@ -53,6 +57,7 @@ class DataConfig:
     limit_test: int | None = setting(None, ge=1)
     num_workers: int = setting(0, ge=0, le=64)
     skip_bad_files: bool = False
+    cache_gb: float = setting(4.0, ge=0, le=1024)
 
     def __post_init__(self) -> None:
         check_fields(self, "data")
@@ -96,6 +101,7 @@ class LabeledImages(Dataset):
         self.load = load
         self.labels = {k: torch.as_tensor(np.asarray(v), dtype=torch.long) for k, v in labels.items()}
         self.skipped: list[str] = []  # "path: why" of files a loader left out (data.skip_bad_files)
+        self._kept: torch.Tensor | None = None  # which images keep_decoded holds
         n = len(images) if images is not None else len(self.paths)  # type: ignore[arg-type]
         for k, v in self.labels.items():
             if len(v) != n:
@@ -109,7 +115,24 @@ class LabeledImages(Dataset):
             x = self.images[i].float().div_(255)
         else:
             x = self.load(self.paths[i])  # type: ignore[index, misc]
+            if self._kept is not None and not self._kept[i]:
+                self._decoded[i] = x.mul(255).round_().to(torch.uint8)  # exact: x came from uint8 pixels
+                self._kept[i] = True
+                self._missing -= 1
+                if self._missing == 0:  # every image decoded: from now on an in-memory set
+                    self.images, self._kept = self._decoded, None
         return x, {k: v[i] for k, v in self.labels.items()}
+
+    def keep_decoded(self, shape: tuple[int, int, int], max_bytes: float) -> bool:
+        """Keep each image of a file-backed set once decoded (uint8 ``shape``), so
+        that only the first pass decodes files; False (nothing kept) if that
+        would take more than ``max_bytes``."""
+        if self.paths is None or len(self) * math.prod(shape) > max_bytes:
+            return False
+        self._decoded = torch.empty((len(self), *shape), dtype=torch.uint8)
+        self._kept = torch.zeros(len(self), dtype=torch.bool)
+        self._missing = len(self)
+        return True
 
     def select(self, keep: list[int]) -> "LabeledImages":
         """The samples at indices ``keep`` (in order)."""
@@ -173,7 +196,11 @@ def load_dataset(cfg: DataConfig) -> tuple[LabeledImages, LabeledImages, TaskInf
     if skipped:
         warnings.warn(f"data.skip_bad_files: left out {len(skipped)} unreadable image file(s), e.g. {skipped[0]}")
     info = TaskInfo(cfg.name, spec.labels, (3, size, size), skipped)
-    return train.subset(cfg.limit_train, cfg.split_seed), test.subset(cfg.limit_test, cfg.split_seed), info
+    train, test = train.subset(cfg.limit_train, cfg.split_seed), test.subset(cfg.limit_test, cfg.split_seed)
+    if cfg.num_workers == 0:  # a worker process would keep its own copy
+        for part in (train, test):
+            part.keep_decoded(info.image_shape, cfg.cache_gb * 2**30)
+    return train, test, info
 
 
 def screen_files(paths: Sequence[Path], skip: bool) -> tuple[list[int], list[str]]:

@@ -3,6 +3,11 @@
 SSIM, MS-SSIM and PSNR come from ``torchmetrics`` (functional API). LPIPS
 needs ImageNet backbone weights that cannot be downloaded here: the user
 gives a weights file; without one LPIPS is reported as unavailable.
+ST-LPIPS, the shift-tolerant LPIPS of Ghildyal & Liu (2022), ships its
+complete weights in the ``stlpips-pytorch`` package (extra ``[stlpips]``) and
+is computed whenever that package is installed. Its backbone is trained from
+scratch on LPIPS's human judgements, not on ImageNet: its scores are not
+comparable to LPIPS(alex) and are always reported under their own name.
 """
 
 from __future__ import annotations
@@ -38,13 +43,14 @@ def _torchmetrics():  # noqa: ANN202
 
 @torch.no_grad()
 def image_metrics(
-    original: torch.Tensor, reconstruction: torch.Tensor, lpips: "LPIPS | None" = None
+    original: torch.Tensor, reconstruction: torch.Tensor, lpips: "LPIPS | None" = None,
+    st_lpips: "LPIPS | None" = None,
 ) -> dict[str, Any]:
     """Similarity of two batches of images in [0, 1], shape (N, 3, H, W).
 
-    Returns MSE and L1 (0-255 scale), SSIM, MS-SSIM, PSNR (data range 255)
-    and LPIPS. A metric that cannot be computed is ``None`` with the reason in
-    ``notes``; PSNR of identical images is ``inf``.
+    Returns MSE and L1 (0-255 scale), SSIM, MS-SSIM, PSNR (data range 255),
+    LPIPS and ST-LPIPS. A metric that cannot be computed is ``None`` with the
+    reason in ``notes``; PSNR of identical images is ``inf``.
     """
     if original.shape != reconstruction.shape or original.dim() != 4:
         raise ValueError(f"need two (N, C, H, W) batches of one shape, got {tuple(original.shape)} and {tuple(reconstruction.shape)}")
@@ -59,6 +65,7 @@ def image_metrics(
         "psnr": float(tmi.peak_signal_noise_ratio(b, a, data_range=255.0)),
         "ms_ssim": None,
         "lpips": None,
+        "st_lpips": None,
         "notes": {},
     }
     side = min(a.shape[-2:])
@@ -75,7 +82,34 @@ def image_metrics(
         out["notes"]["lpips"] = f"not computed: images are {side} px, LPIPS(alex) needs at least {LPIPS_MIN_SIDE} px"
     else:
         out["lpips"] = lpips.score(original, reconstruction)
+    if st_lpips is None:
+        out["notes"]["st_lpips"] = f"unavailable: {ST_LPIPS_MISSING}"
+    elif side < LPIPS_MIN_SIDE:
+        out["notes"]["st_lpips"] = f"not computed: images are {side} px, ST-LPIPS(alex) needs at least {LPIPS_MIN_SIDE} px"
+    else:
+        out["st_lpips"] = st_lpips.score(original, reconstruction)
     return out
+
+
+ST_LPIPS_MISSING = "the stlpips-pytorch package is not installed (pip install 'privsplit[stlpips]')"
+
+
+def load_st_lpips() -> "LPIPS | None":
+    """Shift-tolerant LPIPS (AlexNet variant) with the weights the
+    ``stlpips-pytorch`` package ships (nothing is downloaded); ``None`` when
+    the package (or a module it imports) is not installed."""
+    try:
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):  # the package prints while it imports
+            from stlpips_pytorch import stlpips
+    except ImportError:
+        return None
+    net = stlpips.LPIPS(net="alex", variant="shift_tolerant", verbose=False)
+    for param in net.parameters():
+        param.requires_grad_(False)
+    return LPIPS(net, "stlpips-pytorch: ST-LPIPS alex shift_tolerant (weights vST0.0)")
 
 
 # Values per SSIM call. torchmetrics' gaussian window is a grouped convolution;
