@@ -3,7 +3,7 @@
 
     python benchmarks/data_pipeline.py --data-root /tmp/privsplit-data --size 178 --limit 4000
 
-Prints, per epoch, how many images/s ``privsplit.train.engine.batches`` yields
+Prints, per epoch, how many images/s ``privsplit.train.batching.batches`` yields
 (decoding, cropping, resizing; no model): with ``data.cache_gb=0`` every epoch
 decodes every JPEG; by default only the first does.
 """
@@ -16,7 +16,7 @@ import time
 import torch
 
 from privsplit.data.base import DataConfig, load_dataset
-from privsplit.train.engine import batches
+from privsplit.train.batching import batches
 
 
 def epochs_per_second(cfg: DataConfig, epochs: int) -> list[float]:

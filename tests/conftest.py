@@ -26,32 +26,29 @@ def tiny():
     return make
 
 
+def _unpacked(tmp_path_factory, archive: str, what: str) -> Path:
+    """``../shared/data/<archive>`` unpacked into a scratch folder; the test is skipped when it is absent."""
+    path = SHARED_DATA / archive
+    if not path.exists():
+        pytest.skip(f"real {what} is not in ../shared/data")
+    import tarfile
+
+    dest = tmp_path_factory.mktemp(what.split()[0].lower())
+    with tarfile.open(path) as tar:
+        tar.extractall(dest, filter="data")
+    return dest
+
+
 @pytest.fixture(scope="session")
 def cifar_root(tmp_path_factory):
     """Real CIFAR-10 (JPEG copy) unpacked from ../shared/data; skipped when absent."""
-    archive = SHARED_DATA / "cifar10-jpeg.tar.gz"
-    if not archive.exists():
-        pytest.skip("real CIFAR-10 is not in ../shared/data")
-    import tarfile
-
-    dest = tmp_path_factory.mktemp("cifar")
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="data")
-    return dest / "cifar10"
+    return _unpacked(tmp_path_factory, "cifar10-jpeg.tar.gz", "CIFAR-10") / "cifar10"
 
 
 @pytest.fixture(scope="session")
 def utkface_root(tmp_path_factory):
     """Real UTKFace (aligned & cropped) unpacked from ../shared/data; skipped when absent."""
-    archive = SHARED_DATA / "utkface-aligned-cropped.tar.gz"
-    if not archive.exists():
-        pytest.skip("real UTKFace is not in ../shared/data")
-    import tarfile
-
-    dest = tmp_path_factory.mktemp("utkface")
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="data")
-    return dest
+    return _unpacked(tmp_path_factory, "utkface-aligned-cropped.tar.gz", "UTKFace")
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):

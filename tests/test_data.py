@@ -166,7 +166,7 @@ def test_limits_take_a_seeded_random_subset_not_the_first_class(tmp_path):
 
 
 def test_file_backed_set_decodes_once_then_serves_from_memory(tmp_path):
-    from privsplit.train.engine import batches
+    from privsplit.train.batching import batches
 
     d = tmp_path / "UTKFace"
     for i in range(10):

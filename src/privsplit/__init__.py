@@ -8,12 +8,17 @@ Example:
     >>> import privsplit
     >>> cfg = privsplit.apply_overrides(privsplit.Config(), ["train.epochs=1"])
     >>> metrics = privsplit.train(cfg, "runs/demo")  # doctest: +SKIP
+    >>> results = privsplit.evaluate_run("runs/demo")  # doctest: +SKIP
+
+``__all__`` is the public API: configuration, data, methods, training,
+loading a run, evaluation, export, the server application and the client.
 """
 
 __version__ = "0.1.0"
 
 from .config import AdversaryConfig, Config, HeadConfig, ModelConfig, apply_overrides, load_config
 from .data import DATASETS, DataConfig, load_dataset
+from .data.base import LabeledImages, TaskInfo
 from .errors import CheckpointError, ConfigError, DataError, PrivsplitError
 from .methods import METHODS, SplitModel, build_method
 from .models import BACKBONES, build_backbone, representation_shape, split_backbone, split_points
@@ -23,9 +28,23 @@ from .run import Run, load_run
 from .train import TrainConfig
 from .train.engine import Trainer, train
 
+# Loaded on first use: each needs an optional extra or imports more than training does.
+_LAZY = {
+    "AttackOptions": ".attacks",
+    "EvalOptions": ".evaluate",
+    "evaluate_run": ".evaluate",
+    "evaluate_runs": ".evaluate",
+    "export_obfuscator": ".export",
+    "create_app": ".serve.server",
+    "BackgroundServer": ".serve.server",
+    "Client": ".serve.client",
+}
+
 __all__ = [
     "AdversaryConfig",
+    "AttackOptions",
     "BACKBONES",
+    "BackgroundServer",
     "CheckpointError",
     "Client",
     "ClientPart",
@@ -34,7 +53,9 @@ __all__ = [
     "DATASETS",
     "DataConfig",
     "DataError",
+    "EvalOptions",
     "HeadConfig",
+    "LabeledImages",
     "METHODS",
     "ModelConfig",
     "OPS",
@@ -43,11 +64,16 @@ __all__ = [
     "Reduction",
     "Run",
     "SplitModel",
+    "TaskInfo",
     "TrainConfig",
     "Trainer",
     "apply_overrides",
     "build_backbone",
     "build_method",
+    "create_app",
+    "evaluate_run",
+    "evaluate_runs",
+    "export_obfuscator",
     "load_config",
     "load_dataset",
     "load_run",
@@ -58,9 +84,9 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # noqa: ANN202 - the deployment client loads on first use
-    if name == "Client":
-        from .serve.client import Client
+def __getattr__(name: str):  # noqa: ANN202
+    if name in _LAZY:
+        import importlib
 
-        return Client
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module 'privsplit' has no attribute {name!r}")

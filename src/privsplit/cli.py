@@ -18,7 +18,7 @@ from .errors import PrivsplitError
 EXAMPLES_TRAIN = """\
 examples:
   privsplit train                                   # built-in default: 8x8 digits, offline, ~1 min
-  privsplit train --config configs/cifar10_rn18_3.yaml --set data.root=/data/cifar10
+  privsplit train --config cifar10_rn18_3 --set data.root=/data/cifar10   # a shipped config (privsplit info --configs)
   privsplit train --set reduction='[{op: noise, sigma: 8}, {op: shuffle, fraction: 0.5}]'
   privsplit train --set adversaries='[{name: attr, kind: attribute, target: private}]' --set train.lam=0.01
   privsplit train --resume runs/digits-ours-rn18_3-20260101-120000 --set train.epochs=20
@@ -33,7 +33,9 @@ part), heads.safetensors (the server part) and run.json.
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE.yaml", help="experiment config (default: the built-in digits default)")
+    p.add_argument("--config", metavar="FILE.yaml",
+                   help="experiment config: a file, or the name of a shipped one (privsplit info --configs); "
+                   "default: the built-in digits default")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -122,6 +124,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .models.backbones import BACKBONES, output_shape, split_points
     from .reduction import OPS
 
+    if args.configs:
+        return _list_configs()
     cfg = load_config(args.config, args.overrides)
     METHODS.get(cfg.method)
     if args.show_config:
@@ -145,10 +149,20 @@ def cmd_info(args: argparse.Namespace) -> int:
         model = build_method(cfg).build(info)
     z = output_shape(model.obfuscator, image)
     print(f"\nthis config: {cfg.method}, {cfg.model.backbone} split {cfg.model.split} on {size}x{size} images")
-    encoder_shape = getattr(model.obfuscator, "encoder_shape", None)
-    if encoder_shape is not None:
-        print(f"  encoder output {encoder_shape}; after reduction {_chain_text(cfg.reduction)}: z {z}")
+    if cfg.reduction:
+        print(f"  encoder output {model.obfuscator.encoded_shape}; after reduction {_chain_text(cfg.reduction)}: z {z}")
     print(f"  z has {math.prod(z)} values, {math.prod(z) / math.prod(image):.3f}x the {math.prod(image)} of the image")
+    return 0
+
+
+def _list_configs() -> int:
+    from .config import shipped_configs
+
+    folder = shipped_configs()
+    print(f"configs shipped with privsplit ({folder}); use one with --config NAME:")
+    for path in sorted(folder.glob("*.yaml")):
+        about = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
+        print(f"  {path.stem:28s} {about[:90]}")
     return 0
 
 
@@ -186,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--image-size", type=flag(int, ge=8, le=1024), help="input image side (default: the config's or the dataset's)")
     p.add_argument("--show-config", action="store_true", help="print the fully resolved config as YAML and exit")
+    p.add_argument("--configs", action="store_true", help="list the configs shipped with privsplit (the paper's settings)")
     p.set_defaults(func=cmd_info)
 
     # Each command's body lives in its own module, imported here.
@@ -221,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\nprivsplit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (privsplit info | head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

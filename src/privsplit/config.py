@@ -58,7 +58,6 @@ class HeadConfig:
         check_fields(self, "heads")
 
 
-ADVERSARY_KINDS = ("attribute", "decoder")
 ADVERSARY_OBJECTIVES = ("ce", "entropy")
 
 
@@ -84,14 +83,18 @@ class AdversaryConfig:
     """
 
     name: str = setting("adversary", name=True)
-    kind: str = setting("attribute", choices=ADVERSARY_KINDS)
+    kind: str = "attribute"  # a name in privsplit.methods.adversaries.ADVERSARIES
     target: str = "private"
     queries: Any = 1  # checked by adversary_queries
     objective: str = setting("ce", choices=ADVERSARY_OBJECTIVES)
 
     def __post_init__(self) -> None:
+        from .methods.adversaries import ADVERSARIES  # the kinds live with the methods that build them
+
         check_fields(self, "adversaries")
-        if self.objective == "entropy" and self.kind != "attribute":
+        if self.kind not in ADVERSARIES:
+            raise ConfigError(f"unknown adversary kind {self.kind!r}; valid choices: {', '.join(ADVERSARIES.names())}")
+        if self.objective == "entropy" and not ADVERSARIES.create(self.kind).classifies:
             raise ConfigError(f"adversaries.{self.name}.objective is entropy, but kind is {self.kind!r} (entropy only for kind attribute)")
         adversary_queries(self)
 
@@ -149,13 +152,31 @@ class Config:
         Path(path).write_text(self.to_yaml())
 
 
+def shipped_configs() -> Path:
+    """The folder of the configs that ship with privsplit (the paper's settings)."""
+    from importlib.resources import files
+
+    return Path(str(files("privsplit") / "configs"))
+
+
+def config_path(name: str | Path) -> Path:
+    """``name`` as a file, or the shipped config of that name (``cifar10_rn18_3``)."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    shipped = shipped_configs() / f"{p.name.removesuffix('.yaml')}.yaml"
+    if p.parent == Path(".") and shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(q.stem for q in shipped_configs().glob("*.yaml")))
+    raise ConfigError(f"config file {p} does not exist, and no shipped config has that name (shipped: {names})")
+
+
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
-    """Read a YAML config (or start from the defaults) and apply ``key=value`` overrides."""
+    """Read a YAML config (a file, or the name of a shipped one), or start from
+    the defaults, and apply ``key=value`` overrides."""
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
+        p = config_path(path)
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except UnicodeDecodeError as e:

@@ -26,13 +26,13 @@ from tqdm import tqdm
 
 from .attacks import ATTACKS, AttackOptions, EvalData
 from .config import apply_overrides
-from .data.base import LabeledImages, load_dataset
+from .data.base import LabeledImages, TaskInfo, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
 from .metrics.accuracy import chance_level, model_accuracy
 from .metrics.cost import client_cost
 from .metrics.image import load_lpips, load_st_lpips
 from .run import Run, load_run, read_run_record
-from .train.engine import resolve_device
+from .train.distributed import resolve_device
 
 DEFAULT_ATTACKS = ("attribute", "reconstruction")
 
@@ -57,6 +57,9 @@ class EvalOptions:
         device: where z is computed and attackers train ("auto": CUDA if present, "cpu", "cuda[:N]");
             the client's latency is always measured on the CPU.
         max_cache_gib: refuse to cache more than this much ``z`` (and images) in memory.
+        data: ``(train, test, info)`` to attack on instead of the data set the run's
+            config names (a run trained on a user's own data sets, see
+            :class:`~privsplit.train.engine.Trainer`); ``overrides`` then do not apply.
         progress: progress bars (None: only on a terminal).
         log: where progress lines go.
     """
@@ -72,6 +75,7 @@ class EvalOptions:
     latency_threads: int = 1
     device: str = "cpu"
     max_cache_gib: float = 16.0
+    data: tuple[Any, Any, TaskInfo] | None = None
     progress: bool | None = None
     log: Callable[[str], None] = print
 
@@ -115,7 +119,7 @@ def load_eval_data(run: Run, options: EvalOptions, keep_images: bool) -> tuple[E
     data_cfg = _data_config(run, options.overrides)
     # data.limit_* draw seeded random subsets (load_dataset), so a limited run is
     # evaluated on the same images it was trained and tested on.
-    train, test, info = load_dataset(data_cfg)
+    train, test, info = options.data or load_dataset(data_cfg)
     expected = run.record["task"]
     if info.labels != expected["labels"]:
         diff = [t for t in set(info.labels) | set(expected["labels"]) if info.labels.get(t) != expected["labels"].get(t)]
@@ -162,7 +166,7 @@ def encode(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
     """The deterministic stage of the client (``client.encode``) for every image
     of ``ds``, its labels, and the uint8 images if asked."""
-    from .train.engine import batches
+    from .train.batching import batches
 
     es, xs = [], []
     labels: dict[str, list[torch.Tensor]] = {}

@@ -19,8 +19,9 @@ from ..checks import check_type
 from ..data.base import TaskInfo
 from ..errors import ConfigError
 from ..models.backbones import build_head
-from ..models.decoder import Decoder
+from ..obfuscator import ClientPart
 from ..registry import Registry
+from .adversaries import ADVERSARIES
 
 if TYPE_CHECKING:
     from ..reduction import Reduction
@@ -102,12 +103,30 @@ class SplitModel(nn.Module):
 class Method:
     """Base class of the methods: ``ours`` and the baselines.
 
-    Subclasses implement :meth:`build`; they may override the losses.
+    A method says what it needs in class attributes, checked once by
+    :meth:`check`, and builds its client part in :meth:`client`; :meth:`build`
+    assembles every method's :class:`SplitModel` the same way. The server's
+    network per head is :meth:`server_head`; the attribute attacker's is
+    :meth:`attacker_head` (by default the same network). Methods may override
+    the losses.
     """
 
     name: ClassVar[str]
     # The ``method_args`` keys this method accepts.
     args: ClassVar[dict[str, MethodArg]] = {}
+    # Split points it can use (None: any of the backbone's), and why.
+    splits: ClassVar[tuple[str, ...] | None] = None
+    splits_why: ClassVar[str] = ""
+    # Whether it applies the configured reduction chain (only ``ours``).
+    uses_reduction: ClassVar[bool] = False
+    # What proxy adversaries are to it: "optional" (trained against when
+    # train.lam > 0), "required" (train.lam > 0 and default_adversaries when
+    # none are configured) or "monitor" (task loss only: train.lam must be 0).
+    adversaries_role: ClassVar[str] = "monitor"
+    default_adversaries: ClassVar[tuple[AdversaryConfig, ...]] = ()
+    adversary_kinds: ClassVar[tuple[str, ...] | None] = None  # kinds it accepts (None: all)
+    required_kinds: ClassVar[tuple[str, ...]] = ()  # kinds that must all be present
+    lam_hint: ClassVar[str] = ""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -133,28 +152,87 @@ class Method:
             out[key] = value
         return out
 
-    def build(self, info: TaskInfo) -> SplitModel:
+    # What a method builds -------------------------------------------------
+
+    def client(self, info: TaskInfo) -> tuple[ClientPart, nn.Module | None]:
+        """The client part, and the first head's network when it is cut from the
+        same backbone as the client (so both start as the uncut network would;
+        None: the first head is a fresh :meth:`server_head`)."""
         raise NotImplementedError
 
-    def attacker_head(self, info: TaskInfo, num_classes: int) -> nn.Module:
-        """A fresh attribute attacker on ``z`` (the privacy figure's attacker).
-
-        Default: a fresh copy of the backbone's rest after the split point, the
-        same network the server runs. Methods whose ``z`` is not a cut of the
-        backbone override it.
-        """
+    def server_head(self, info: TaskInfo, num_classes: int) -> nn.Module:
+        """The network the server runs on ``z`` for one head. Default: a fresh
+        copy of the backbone's rest after the split point."""
         m = self.cfg.model
         return build_head(m.backbone, m.split, num_classes)
+
+    def attacker_head(self, info: TaskInfo, num_classes: int) -> nn.Module:
+        """A fresh attribute attacker on ``z`` (the privacy figure's attacker and
+        the attribute proxy adversary). Default: the server's network."""
+        return self.server_head(info, num_classes)
+
+    def build(self, info: TaskInfo) -> SplitModel:
+        """Check the config against what the method needs, then assemble its
+        client, one server head per configured head, and its proxy adversaries."""
+        cfg = self.cfg
+        advs = self.check()
+        client, first = self.client(info)
+        heads = {h.name: first if i == 0 and first is not None else self.server_head(info, info.num_classes(h.target))
+                 for i, h in enumerate(cfg.heads)}
+        adversaries = {a.name: ADVERSARIES.create(a.kind).build(self, info, client.z_shape, a) for a in advs}
+        return SplitModel(client, heads, {h.name: h.target for h in cfg.heads}, adversaries, {a.name: a for a in advs})
+
+    def check(self) -> list[AdversaryConfig]:
+        """Refuse settings this method would ignore or cannot use; returns the
+        proxy adversaries it trains with (the configured ones, or its defaults)."""
+        cfg = self.cfg
+        if self.splits is not None and cfg.model.split not in self.splits:
+            raise ConfigError(
+                f"method {self.name!r} cannot use split point {cfg.model.split!r}: {self.splits_why}; "
+                f"set model.split to one of: {', '.join(self.splits)}"
+            )
+        if cfg.reduction and not self.uses_reduction:
+            ops = ", ".join(str(op.get("op")) for op in cfg.reduction)
+            raise ConfigError(
+                f"method {self.name!r} has no reduction chain, but the config lists {len(cfg.reduction)} op(s) "
+                f"({ops}); set reduction=[] (the chain belongs to method 'ours')"
+            )
+        if self.adversaries_role == "monitor" and cfg.adversaries and cfg.train.lam > 0:
+            raise ConfigError(
+                f"method {self.name!r} is trained with the task loss only, but adversaries are configured with "
+                f"train.lam={cfg.train.lam}; set train.lam=0 to keep them as monitors, or remove them"
+            )
+        if self.adversaries_role == "required" and cfg.train.lam <= 0:
+            raise ConfigError(f"{self.name} trains its client against the adversaries; set train.lam > 0{self.lam_hint}")
+        advs = list(cfg.adversaries) or list(self.default_adversaries)
+        if self.adversary_kinds is not None:
+            bad = [a.name for a in advs if a.kind not in self.adversary_kinds]
+            if bad:
+                raise ConfigError(
+                    f"{self.name}'s adversaries are of kind {', '.join(self.adversary_kinds)}; adversaries "
+                    f"{', '.join(bad)} are not kind {' or '.join(self.adversary_kinds)}: remove them "
+                    "(reconstruction attacks are measured after training)"
+                )
+        kinds = {a.kind for a in advs}
+        if not set(self.required_kinds) <= kinds:
+            raise ConfigError(
+                f"{self.name} trains against adversaries of kinds {', '.join(self.required_kinds)}; the configured "
+                f"adversaries have kind(s) {', '.join(sorted(kinds))}: add the missing one, or leave adversaries "
+                "empty for the defaults"
+            )
+        unique_names("head", [h.name for h in cfg.heads])
+        unique_names("adversary", [a.name for a in advs])
+        return advs
+
+    # Losses ------------------------------------------------------------------
 
     def task_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, target)
 
     def adversary_loss(self, adv: AdversaryConfig, output: torch.Tensor, x: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
-        """What the adversary minimises: cross-entropy on its target, or the
-        reconstruction MSE for a decoder."""
-        if adv.kind == "decoder":
-            return F.mse_loss(output, x)
-        return F.cross_entropy(output, labels[adv.target])
+        """What the adversary minimises: its kind's loss (cross-entropy on its
+        target for an attribute adversary, reconstruction MSE for a decoder)."""
+        return ADVERSARIES.create(adv.kind).loss(output, x, labels, adv)
 
     def privacy_term(self, adv: AdversaryConfig, output: torch.Tensor, x: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
         """Added to the obfuscator's loss, scaled by ``train.lam``: ``-adversary_loss``
@@ -164,85 +242,17 @@ class Method:
             return kl_to_uniform(output)
         return -self.adversary_loss(adv, output, x, labels)
 
-    # Helpers shared by methods.
 
-    def build_adversaries(
-        self, info: TaskInfo, z_shape: tuple[int, ...], adversaries: list[AdversaryConfig] | None = None
-    ) -> dict[str, nn.Module]:
-        """Proxy adversaries: attribute ones are :meth:`attacker_head`, decoders a :class:`Decoder`."""
-        out: dict[str, nn.Module] = {}
-        for adv in self.cfg.adversaries if adversaries is None else adversaries:
-            if adv.kind == "attribute":
-                out[adv.name] = self.attacker_head(info, info.num_classes(adv.target))
-            else:
-                out[adv.name] = Decoder(z_shape, info.image_shape)
-        return out
+def split_client(method: Method, info: TaskInfo, reduction: "Reduction", allow_no_noise: bool) -> tuple[ClientPart, nn.Module]:
+    """The client of a method that cuts the backbone at ``model.split``: the
+    encoder and ``reduction``; returned with the first head, cut from the same
+    network."""
+    from ..models.backbones import split_backbone
+    from ..obfuscator import Obfuscator
 
-    # Checks shared by the baselines: a method refuses settings it would ignore.
-
-    def require_split(self, allowed: list[str] | tuple[str, ...], why: str) -> None:
-        """Fail unless ``model.split`` is one of ``allowed``."""
-        split = self.cfg.model.split
-        if split not in allowed:
-            raise ConfigError(
-                f"method {self.name!r} cannot use split point {split!r}: {why}; "
-                f"set model.split to one of: {', '.join(allowed)}"
-            )
-
-    def require_no_reduction(self) -> None:
-        """Fail if a reduction chain is configured that this method would not apply."""
-        if self.cfg.reduction:
-            ops = ", ".join(str(op.get("op")) for op in self.cfg.reduction)
-            raise ConfigError(
-                f"method {self.name!r} has no reduction chain, but the config lists {len(self.cfg.reduction)} op(s) "
-                f"({ops}); set reduction=[] (the chain belongs to method 'ours')"
-            )
-
-    def require_task_only(self) -> None:
-        """Fail if proxy adversaries would train the obfuscator (``train.lam > 0``)
-        in a method trained with the task loss only; with ``lam = 0`` they only watch."""
-        if self.cfg.adversaries and self.cfg.train.lam > 0:
-            raise ConfigError(
-                f"method {self.name!r} is trained with the task loss only, but adversaries are configured with "
-                f"train.lam={self.cfg.train.lam}; set train.lam=0 to keep them as monitors, or remove them"
-            )
-
-    def build_split(
-        self,
-        info: TaskInfo,
-        reduction: "Reduction",
-        allow_no_noise: bool,
-        adversaries: list[AdversaryConfig] | None = None,
-    ) -> SplitModel:
-        """The model of a method that cuts the backbone at ``model.split``:
-        encoder + ``reduction`` on the client, the backbone's rest per head.
-        The encoder and the first head are cut from one network, so they start
-        as the uncut network would; further heads are fresh copies of the rest.
-        ``adversaries`` defaults to the configured ones."""
-        from ..models.backbones import split_backbone
-        from ..obfuscator import Obfuscator
-
-        cfg = self.cfg
-        advs = cfg.adversaries if adversaries is None else adversaries
-        unique_names("head", [h.name for h in cfg.heads])
-        unique_names("adversary", [a.name for a in advs])
-        first, *rest = cfg.heads
-        encoder, head = split_backbone(cfg.model.backbone, cfg.model.split, info.num_classes(first.target))
-        heads = {first.name: head, **{h.name: self.attacker_head(info, info.num_classes(h.target)) for h in rest}}
-        obfuscator = Obfuscator(encoder, reduction, info.image_shape, allow_no_noise)
-        return SplitModel(
-            obfuscator,
-            heads,
-            {h.name: h.target for h in cfg.heads},
-            self.build_adversaries(info, obfuscator.z_shape, advs),
-            {a.name: a for a in advs},
-        )
-
-    def task_heads(self, info: TaskInfo, make: Callable[[int], nn.Module]) -> dict[str, nn.Module]:
-        """One head per configured head, ``make(num_classes)`` each."""
-        unique_names("head", [h.name for h in self.cfg.heads])
-        unique_names("adversary", [a.name for a in self.cfg.adversaries])
-        return {h.name: make(info.num_classes(h.target)) for h in self.cfg.heads}
+    cfg = method.cfg
+    encoder, head = split_backbone(cfg.model.backbone, cfg.model.split, info.num_classes(cfg.heads[0].target))
+    return Obfuscator(encoder, reduction, info.image_shape, allow_no_noise), head
 
 
 def unique_names(kind: str, names: list[str]) -> None:

@@ -35,12 +35,16 @@ a configured list must hold at least one of each kind.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from ..config import AdversaryConfig
 from ..data.base import TaskInfo
 from ..errors import ConfigError
+from ..obfuscator import ClientPart
 from ..reduction import Reduction
-from .base import METHODS, Method, MethodArg, SplitModel
+from .base import METHODS, Method, MethodArg, split_client
+
+WEIGHT = {"attribute": "w_attribute", "decoder": "w_reconstruction"}  # method_args key by adversary kind
 
 
 @METHODS.register("deepobfuscator")
@@ -51,31 +55,17 @@ class DeepObfuscator(Method):
         "w_reconstruction": MethodArg(float, 1.0, "weight of the decoder's reconstruction MSE in the obfuscator's loss"),
     }
 
-    def adversary_list(self) -> list[AdversaryConfig]:
-        advs = list(self.cfg.adversaries) or [
-            AdversaryConfig("attribute", "attribute", "private"),
-            AdversaryConfig("decoder", "decoder", "private"),
-        ]
-        kinds = {a.kind for a in advs}
-        if not {"attribute", "decoder"} <= kinds:
-            raise ConfigError(
-                "deepobfuscator trains against an attribute adversary and a reconstruction adversary; the configured "
-                f"adversaries have kind(s) {', '.join(sorted(kinds))}: add the missing one "
-                "({kind: attribute, target: private} / {kind: decoder}) or leave adversaries empty for both"
-            )
-        return advs
+    adversaries_role = "required"
+    default_adversaries = (AdversaryConfig("attribute", "attribute", "private"), AdversaryConfig("decoder", "decoder", "private"))
+    required_kinds = ("attribute", "decoder")
 
-    def build(self, info: TaskInfo) -> SplitModel:
-        cfg = self.cfg
-        self.require_no_reduction()
-        if cfg.train.lam <= 0:
-            raise ConfigError("deepobfuscator trains its obfuscator against the adversaries; set train.lam > 0")
+    def client(self, info: TaskInfo) -> tuple[ClientPart, nn.Module]:
         if min(self.options.values()) < 0:
             raise ConfigError(f"deepobfuscator's weights must be >= 0, got {self.options}")
         # The obfuscator is the encoder alone: no reduction chain, hence no noise rule.
-        return self.build_split(info, Reduction(), allow_no_noise=True, adversaries=self.adversary_list())
+        return split_client(self, info, Reduction(), allow_no_noise=True)
 
     def privacy_term(self, adv: AdversaryConfig, output: torch.Tensor, x: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
         """``-w * adversary_loss``, ``w`` by the adversary's kind."""
-        w = self.options["w_reconstruction" if adv.kind == "decoder" else "w_attribute"]
+        w = self.options[WEIGHT[adv.kind]]
         return -w * self.adversary_loss(adv, output, x, labels)

@@ -42,7 +42,7 @@ from ..data.base import TaskInfo
 from ..errors import ConfigError
 from ..models.backbones import output_shape, split_backbone
 from ..obfuscator import ClientPart
-from .base import METHODS, Method, MethodArg, SplitModel
+from .base import METHODS, Method, MethodArg
 
 
 def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -100,14 +100,10 @@ class Disco(Method):
     name = "disco"
     args = {"ratio": MethodArg(float, 0.5, "share of the channels pruned per sample, in [0, 1)")}
 
-    def build(self, info: TaskInfo) -> SplitModel:
+    adversaries_role = "required"
+    default_adversaries = (AdversaryConfig("adversary", "attribute", "private"),)
+
+    def client(self, info: TaskInfo) -> tuple[ClientPart, nn.Module]:
         cfg = self.cfg
-        self.require_no_reduction()
-        if cfg.train.lam <= 0:
-            raise ConfigError("disco trains its pruner against a proxy adversary; set train.lam > 0")
-        advs = list(cfg.adversaries) or [AdversaryConfig("adversary", "attribute", "private")]
-        heads = self.task_heads(info, lambda n: split_backbone(cfg.model.backbone, cfg.model.split, n)[1])
-        first = cfg.heads[0]
-        encoder, heads[first.name] = split_backbone(cfg.model.backbone, cfg.model.split, info.num_classes(first.target))
-        client = PrunedEncoder(encoder, info.image_shape, self.options["ratio"])
-        return SplitModel(client, heads, {h.name: h.target for h in cfg.heads}, self.build_adversaries(info, client.z_shape, advs), {a.name: a for a in advs})
+        encoder, first = split_backbone(cfg.model.backbone, cfg.model.split, info.num_classes(cfg.heads[0].target))
+        return PrunedEncoder(encoder, info.image_shape, self.options["ratio"]), first

@@ -78,5 +78,5 @@ class ImageNoise(WholeNetworkMethod):
     name = "image_noise"
     args = {"sigma": MethodArg(float, per_dataset(SIGMA, "sigma", "image-noise sigma"), "std of the noise added to the [0, 1] image")}
 
-    def obfuscator(self, info: TaskInfo) -> nn.Module:
-        return NoisyImage(info.image_shape, self.options["sigma"])
+    def client(self, info: TaskInfo) -> tuple[ClientPart, None]:
+        return NoisyImage(info.image_shape, self.options["sigma"]), None

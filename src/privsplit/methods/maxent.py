@@ -50,7 +50,7 @@ from ..data.base import TaskInfo
 from ..errors import ConfigError
 from ..models.backbones import build_backbone
 from ..obfuscator import ClientPart
-from .base import METHODS, Method, MethodArg, SplitModel, kl_to_uniform, per_dataset
+from .base import METHODS, Method, MethodArg, kl_to_uniform, per_dataset
 from .resnet18 import WHOLE
 
 DIM = {"digits": 128, "cifar10": 128, "celeba": 256, "fairface": 256, "utkface": 256}
@@ -82,6 +82,13 @@ class MaxEntARL(Method):
         "hidden": MethodArg(int, 0, "hidden width of the predictor and adversary MLPs; 0 = d"),
     }
 
+    splits = (WHOLE,)
+    splits_why = "its encoder is a whole backbone emitting a d-dimensional embedding"
+    adversaries_role = "required"
+    default_adversaries = (AdversaryConfig("adversary", "attribute", "private"),)
+    adversary_kinds = ("attribute",)
+    lam_hint = " (lam = alpha / (1 - alpha), e.g. 1)"
+
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
         if self.options["dim"] < 1 or self.options["hidden"] < 0:
@@ -89,29 +96,11 @@ class MaxEntARL(Method):
         self.dim = self.options["dim"]
         self.hidden = self.options["hidden"] or self.dim
 
-    def adversary_list(self) -> list[AdversaryConfig]:
-        advs = list(self.cfg.adversaries) or [AdversaryConfig("adversary", "attribute", "private")]
-        bad = [a.name for a in advs if a.kind != "attribute"]
-        if bad:
-            raise ConfigError(
-                f"maxent's adversary is a classifier of the private attribute; adversaries {', '.join(bad)} are not "
-                "kind attribute: remove them (reconstruction attacks are measured after training)"
-            )
-        return advs
+    def client(self, info: TaskInfo) -> tuple[ClientPart, None]:
+        return Embedding(self.cfg.model.backbone, self.dim, info.image_shape), None
 
-    def build(self, info: TaskInfo) -> SplitModel:
-        cfg = self.cfg
-        self.require_split((WHOLE,), "its encoder is a whole backbone emitting a d-dimensional embedding")
-        self.require_no_reduction()
-        if cfg.train.lam <= 0:
-            raise ConfigError("maxent trains its encoder against the adversary; set train.lam > 0 (lam = alpha / (1 - alpha), e.g. 1)")
-        heads = self.task_heads(info, lambda n: mlp(self.dim, self.hidden, n))
-        encoder = Embedding(cfg.model.backbone, self.dim, info.image_shape)
-        advs = self.adversary_list()
-        return SplitModel(encoder, heads, {h.name: h.target for h in cfg.heads}, self.build_adversaries(info, encoder.z_shape, advs), {a.name: a for a in advs})
-
-    def attacker_head(self, info: TaskInfo, num_classes: int) -> nn.Module:
-        """The paper's adversary: an MLP on the d-dimensional embedding."""
+    def server_head(self, info: TaskInfo, num_classes: int) -> nn.Module:
+        """The paper's task predictor (and adversary): an MLP on the d-dimensional embedding."""
         return mlp(self.dim, self.hidden, num_classes)
 
     def privacy_term(self, adv: AdversaryConfig, output: torch.Tensor, x: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -13,16 +13,17 @@ monitors (``train.lam=0``).
 
 from __future__ import annotations
 
+from torch import nn
+
 from ..data.base import TaskInfo
 from ..reduction import Reduction
-from .base import METHODS, Method, SplitModel
+from ..obfuscator import ClientPart
+from .base import METHODS, Method, split_client
 
 
 @METHODS.register("no_noise")
 class NoNoise(Method):
     name = "no_noise"
 
-    def build(self, info: TaskInfo) -> SplitModel:
-        self.require_no_reduction()
-        self.require_task_only()
-        return self.build_split(info, Reduction(), allow_no_noise=True)
+    def client(self, info: TaskInfo) -> tuple[ClientPart, nn.Module]:
+        return split_client(self, info, Reduction(), allow_no_noise=True)

@@ -8,14 +8,19 @@ proxy adversaries (obfuscator loss = task - lam * adversary).
 
 from __future__ import annotations
 
+from torch import nn
+
 from ..data.base import TaskInfo
 from ..reduction import Reduction
-from .base import METHODS, Method, SplitModel
+from ..obfuscator import ClientPart
+from .base import METHODS, Method, split_client
 
 
 @METHODS.register("ours")
 class Ours(Method):
     name = "ours"
+    uses_reduction = True
+    adversaries_role = "optional"
 
-    def build(self, info: TaskInfo) -> SplitModel:
-        return self.build_split(info, Reduction.from_config(self.cfg.reduction), self.cfg.model.allow_no_noise)
+    def client(self, info: TaskInfo) -> tuple[ClientPart, nn.Module]:
+        return split_client(self, info, Reduction.from_config(self.cfg.reduction), self.cfg.model.allow_no_noise)

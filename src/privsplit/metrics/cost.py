@@ -147,9 +147,11 @@ def client_cost(
 
     ``latency_repeats=0`` skips the timing (``latency_ms`` is then None).
     """
-    encoder = getattr(obfuscator, "encoder", obfuscator)
-    z_shape = tuple(getattr(obfuscator, "z_shape", None) or _out_shape(obfuscator, image_shape))
-    flops = count_flops(encoder, image_shape)
+    from ..obfuscator import ClientPart, Obfuscator
+
+    # FLOPs of the network the client runs; the reduction chain's elementwise ops are not counted.
+    flops = count_flops(obfuscator.encoder if isinstance(obfuscator, Obfuscator) else obfuscator, image_shape)
+    z_shape = tuple(obfuscator.z_shape) if isinstance(obfuscator, ClientPart) else _out_shape(obfuscator, image_shape)
     return {
         "gflops": flops.gflops,
         "flops_by_kind": flops.by_kind,

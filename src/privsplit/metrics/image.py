@@ -76,18 +76,15 @@ def image_metrics(
             f"not computed: images are {side} px; MS-SSIM at its default 5 scales needs more than 160 px "
             f"(torchmetrics: at least {MS_SSIM_MIN_SIDE} px)"
         )
-    if lpips is None:
-        out["notes"]["lpips"] = f"unavailable: no weights given (--lpips-weights FILE or ${LPIPS_ENV})"
-    elif side < LPIPS_MIN_SIDE:
-        out["notes"]["lpips"] = f"not computed: images are {side} px, LPIPS(alex) needs at least {LPIPS_MIN_SIDE} px"
-    else:
-        out["lpips"] = lpips.score(original, reconstruction)
-    if st_lpips is None:
-        out["notes"]["st_lpips"] = f"unavailable: {ST_LPIPS_MISSING}"
-    elif side < LPIPS_MIN_SIDE:
-        out["notes"]["st_lpips"] = f"not computed: images are {side} px, ST-LPIPS(alex) needs at least {LPIPS_MIN_SIDE} px"
-    else:
-        out["st_lpips"] = st_lpips.score(original, reconstruction)
+    missing = {"lpips": f"no weights given (--lpips-weights FILE or ${LPIPS_ENV})", "st_lpips": ST_LPIPS_MISSING}
+    for key, scorer in (("lpips", lpips), ("st_lpips", st_lpips)):
+        name = key.upper().replace("_", "-")
+        if scorer is None:
+            out["notes"][key] = f"unavailable: {missing[key]}"
+        elif side < LPIPS_MIN_SIDE:
+            out["notes"][key] = f"not computed: images are {side} px, {name}(alex) needs at least {LPIPS_MIN_SIDE} px"
+        else:
+            out[key] = scorer.score(original, reconstruction)
     return out
 
 

@@ -86,13 +86,13 @@ class TaskNetwork:
         cfg = load_config(rd / "config.yaml")
         # The heads are rebuilt from the config alone: the method knows its
         # server-side network (the backbone's rest for a cut, a whole ResNet18 for
-        # the image-level baselines, an MLP for maxent), which is also what its
-        # "head" attacker family trains. The obfuscator is never built or read here.
+        # the image-level baselines, an MLP for maxent). The obfuscator is never
+        # built or read here.
         method = build_method(cfg)
         info = TaskInfo(cfg.data.name, {h["target"]: h["labels"] for h in self.identity["heads"]},
                         tuple(self.identity["image_shape"]))
         heads = nn.ModuleDict(
-            {h["name"]: method.attacker_head(info, len(h["labels"])) for h in self.identity["heads"]}
+            {h["name"]: method.server_head(info, len(h["labels"])) for h in self.identity["heads"]}
         )
         load_weights(heads, read_weights(rd / "heads.safetensors"), str(rd / "heads.safetensors"))
         self.heads = heads.to(device).eval()

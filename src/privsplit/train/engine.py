@@ -17,23 +17,23 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
-import torch.distributed as dist
-from torch import nn
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ..config import Config, adversary_queries, load_config
-from ..data.base import LabeledImages, load_dataset
+from ..data.base import TaskInfo, load_dataset
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..methods import Method, SplitModel, build_method
+from ..methods.adversaries import ADVERSARIES
 from ..metrics.accuracy import chance_level
+from .batching import batches, dataset_labels
 from .checkpoint import (
     checkpoint_dirs,
     load_checkpoint,
@@ -43,12 +43,11 @@ from .checkpoint import (
     write_json,
     write_text,
 )
+from .distributed import Distributed, resolve_device
 
 # Settings that may change when a run is resumed; anything else would make the
 # checkpoint describe a different experiment.
 RESUMABLE_CHANGES = {"train.epochs", "train.device", "train.threads", "train.keep_checkpoints", "data.root", "data.num_workers"}
-
-Batch = tuple[torch.Tensor, dict[str, torch.Tensor]]
 
 
 @dataclass
@@ -73,74 +72,6 @@ class Callback:
         pass
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name} but CUDA is not available here; use train.device=cpu or auto")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ConfigError(f"train.device must be auto, cpu or cuda[:N], got {name!r}")
-    return torch.device(name)
-
-
-class Distributed:
-    """This process's place among ``torchrun`` processes (a single process if none)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.device = device
-        if self.world > 1:
-            if device.type == "cuda":
-                self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-                torch.cuda.set_device(self.device)
-            if not dist.is_initialized():
-                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def average(self, tensors: list[torch.Tensor]) -> None:
-        """Average ``tensors`` in place across processes (one flat all-reduce)."""
-        if self.world == 1 or not tensors:
-            return
-        flat = torch.cat([t.reshape(-1).float() for t in tensors])
-        dist.all_reduce(flat)
-        flat /= self.world
-        offset = 0
-        for t in tensors:
-            t.copy_(flat[offset : offset + t.numel()].view_as(t))
-            offset += t.numel()
-
-    def sum(self, values: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            values = values.to(self.device)
-            dist.all_reduce(values)
-        return values.cpu()
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-    def broadcast_module(self, module: nn.Module) -> None:
-        if self.world > 1:
-            for t in module.state_dict().values():
-                dist.broadcast(t, 0)
-
-
-def batches(ds: LabeledImages, indices: torch.Tensor, batch_size: int, num_workers: int = 0) -> Iterator[Batch]:
-    """Batches of ``ds`` in the order of ``indices``; decoded in-memory images
-    are gathered directly, files go through a DataLoader."""
-    chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
-    if ds.images is not None:
-        for idx in chunks:
-            yield ds.images[idx].float().div_(255), {k: v[idx] for k, v in ds.labels.items()}
-        return
-    loader = torch.utils.data.DataLoader(ds, batch_sampler=[c.tolist() for c in chunks], num_workers=num_workers)
-    yield from loader
-
-
 def _epoch_of(line: str) -> float:
     """The epoch of a metrics.jsonl line; infinity for a line that a killed
     process left half-written (or anything else that is not a metrics record)."""
@@ -161,6 +92,20 @@ def _seed(*parts: int) -> int:
 class Trainer:
     """Trains one run into ``run_dir``.
 
+    ``cfg`` says how; by default the data set and the model are the ones it
+    names. A user's own may be given instead:
+
+    * ``data=(train, test, info)``: any map-style datasets yielding
+      ``(image, labels)`` (a float (3, H, W) tensor in [0, 1] and a dict of
+      integer labels by target) and a :class:`~privsplit.data.base.TaskInfo`
+      naming the labels; ``cfg.data`` is then only recorded;
+    * ``model``: a :class:`~privsplit.methods.SplitModel` whose obfuscator is a
+      :class:`~privsplit.obfuscator.ClientPart` (``encode``, ``reduce``,
+      ``z_shape``); the method ``cfg.method`` still supplies the losses.
+
+    A run trained on a user's own model is loaded back with that model
+    (:func:`~privsplit.train.checkpoint.load_weights` on its ``*.safetensors``).
+
     Example:
         >>> from privsplit.config import apply_overrides, Config
         >>> cfg = apply_overrides(Config(), ["train.epochs=1", "data.limit_train=256"])
@@ -175,8 +120,12 @@ class Trainer:
         callbacks: list[Callback] | None = None,
         progress: bool | None = None,
         log: Callable[[str], None] | None = None,
+        data: tuple[Dataset, Dataset, TaskInfo] | None = None,
+        model: SplitModel | None = None,
     ) -> None:
         self.cfg = cfg
+        self.data = data
+        self.user_model = model
         self.run_dir = Path(run_dir)
         self.resume = resume
         self.callbacks = list(callbacks or [])
@@ -246,12 +195,12 @@ class Trainer:
         self.device = self.dist.device
         self._check_run_dir()
         self.dist.barrier()
-        self.train_set, self.test_set, self.info = load_dataset(cfg.data)
+        self.train_set, self.test_set, self.info = self.data or load_dataset(cfg.data)
         if len(self.train_set) < 2 * self.dist.world:
             raise ConfigError(f"the training split has only {len(self.train_set)} image(s); need at least {2 * self.dist.world}")
         torch.manual_seed(cfg.train.seed)  # same initial weights in every process
         self.method: Method = build_method(cfg)
-        self.model = self.method.build(self.info).to(self.device)
+        self.model = (self.user_model or self.method.build(self.info)).to(self.device)
         self.dist.broadcast_module(self.model)
         t = cfg.train
         # A part without parameters (the identity or fixed-noise obfuscator of
@@ -272,10 +221,11 @@ class Trainer:
         start = self._prepare_run_dir()
         cfg = self.cfg
         ctx = Context(cfg, self.run_dir, self.model)
-        z_shape = getattr(self.model.obfuscator, "z_shape", None)
+        z_shape = self.model.obfuscator.z_shape
         self.log(
-            f"training {cfg.method} on {cfg.data.name} ({len(self.train_set)} train / {len(self.test_set)} test images, "
-            f"{self.info.image_shape}), {cfg.model.backbone} split {cfg.model.split}, z {z_shape}, "
+            f"training {cfg.method} on {self.info.dataset} ({len(self.train_set)} train / {len(self.test_set)} test images, "
+            f"{self.info.image_shape}), "
+            f"{'your model' if self.user_model else f'{cfg.model.backbone} split {cfg.model.split}'}, z {z_shape}, "
             f"device {self.device}, {self.dist.world} process(es)"
         )
         if self.info.skipped and self.dist.main:
@@ -467,10 +417,7 @@ class Trainer:
                     else:
                         adv = model.adversary_configs[name]
                         out = model.adversaries[name](views[name])
-                        if adv.kind == "decoder":
-                            sums[i] += ((out - x) ** 2).flatten(1).mean(1).sum().item()
-                        else:
-                            sums[i] += (out.argmax(1) == labels[adv.target]).sum().item()
+                        sums[i] += ADVERSARIES.create(adv.kind).score(out, x, labels, adv).sum().item()
                 sums[-1] += x.shape[0]
         sums = d.sum(sums)
         model.train()
@@ -479,8 +426,8 @@ class Trainer:
             if name in model.heads:
                 res[f"test/{name}/acc"] = float(sums[i] / sums[-1])
             else:
-                kind = "mse" if model.adversary_configs[name].kind == "decoder" else "acc"
-                res[f"test/adv/{name}/{kind}"] = float(sums[i] / sums[-1])
+                metric = ADVERSARIES.create(model.adversary_configs[name].kind).metric
+                res[f"test/adv/{name}/{metric}"] = float(sums[i] / sums[-1])
         return res
 
     # Finish --------------------------------------------------------------
@@ -506,7 +453,7 @@ class Trainer:
         save_weights(rd / "heads.safetensors", self.model.heads)
         if len(self.model.adversaries):
             save_weights(rd / "adversaries.safetensors", self.model.adversaries)
-        chance = {t: chance_level(self.test_set.labels[t]) for t in self.test_set.labels}
+        chance = {t: chance_level(v) for t, v in dataset_labels(self.test_set).items()}
         write_json(
             rd / "run.json",
             {
@@ -515,7 +462,7 @@ class Trainer:
                 "metrics": metrics,
                 "chance": chance,
                 "task": {"dataset": self.info.dataset, "labels": self.info.labels, "image_shape": list(self.info.image_shape)},
-                "z_shape": list(getattr(self.model.obfuscator, "z_shape", ()) or ()),
+                "z_shape": list(self.model.obfuscator.z_shape),
                 "wall_s_last_session": round(wall_s, 1),
                 "world_size": self.dist.world,
                 "device": str(self.device),
