@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import time
@@ -24,7 +23,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .attacks.base import query_key
-from .checks import flag
 from .config import shipped_configs
 from .errors import ConfigError, DataError
 
@@ -336,7 +334,8 @@ def run_benchmark(
     report.plot_privacy_utility(results, out / "privacy_utility.png")
     report.plot_privacy_queries(results, out / "privacy_queries.png")
     write_json(out / "results.json", report._jsonable({"benchmark": record, "runs": results}))
-    write_text(out / "benchmark.md", benchmark_markdown(results, record))
+    train_s = {r["name"]: train_seconds(Path(r["run"])) for r in results}
+    write_text(out / "benchmark.md", report.benchmark_markdown(results, record, train_s))
     return results
 
 
@@ -347,19 +346,6 @@ def _read_eval(run_dir: Path, stamp: dict[str, Any]) -> dict[str, Any] | None:
     if not (s.is_file() and r.is_file()) or json.loads(s.read_text()) != json.loads(json.dumps(stamp)):
         return None
     return _from_json(json.loads(r.read_text()))
-
-
-def _split(r: dict[str, Any]) -> str:
-    s = r["config"]["model"]["split"]
-    return "image" if s == "none" else s
-
-
-def _attackers(attr: dict[str, Any]) -> str:
-    from .report import pct
-
-    fams = attr["families"]
-    others = ", ".join(f"{f} {pct(v['best_acc'])}" for f, v in fams.items() if f != attr["best_family"])
-    return attr["best_family"] + (f" ({others})" if others else "")
 
 
 def train_seconds(run_dir: Path) -> float | None:
@@ -375,133 +361,5 @@ def train_seconds(run_dir: Path) -> float | None:
     return sum(v for v in last.values() if v is not None) if last else None
 
 
-def benchmark_markdown(results: list[dict[str, Any]], record: dict[str, Any]) -> str:
-    """The three tables in the paper's form, with chance levels and warnings."""
-    from .report import _num, pct, warnings
-
-    dataset, settings = record["dataset"], record["settings"]
-    md = [f"# Benchmark: {dataset}, budget `{record['budget']}`", "",
-          f"- every method: {settings['epochs']} training epoch(s); data {', '.join(f'{k} {v}' for k, v in record['data'].items())}",
-          f"- attackers trained after training on z: {settings['attack_epochs']} epoch(s), families "
-          f"{', '.join(settings['families'])}, at {', '.join(settings.get('queries', ['1']))} quer(ies) of each image; "
-          "privacy = the best attacker's test accuracy on the private label", ""]
-    if not results:
-        return "\n".join(md + ["No method has finished yet.", ""])
-    r0 = results[0]
-    qs = [q for q in ("16", "inf") if any(q in r.get("privacy_by_queries", {}) for r in results)]
-    md += [f"## Privacy and utility ({dataset})", "",
-           "| method | split | privacy@1 ↓ | best attacker | " + "".join(f"privacy@{q} ↓ | " for q in qs)
-           + "utility ↑ | delta@1 ↑ |" + (" delta@16 ↑ |" if "16" in qs else ""),
-           "|---|---|---|---|" + "---|" * len(qs) + "---|---|" + ("---|" if "16" in qs else ""),
-           f"| chance | | {pct(r0['privacy_chance'])} | | " + "| " * len(qs) + f"{pct(r0['utility_chance'])} | |"
-           + (" |" if "16" in qs else "")]
-    given = r0["attacks"].get("attribute", {}).get("chance_given", {})
-    md += [f"| knowing the {other} label (no z) | | {pct(v)} | | " + "| " * len(qs) + "| |" + (" |" if "16" in qs else "")
-           for other, v in given.items()]
-    for r in results:
-        delta = "n/a" if r["delta"] is None else f"{100 * r['delta']:+.2f}"
-        attr = r["attacks"].get("attribute")
-        best = _attackers(attr) if attr else "n/a"
-        by = r.get("privacy_by_queries", {})
-        cells = "".join(f"{pct(by.get(q))} | " for q in qs)
-        d16 = r.get("delta_by_queries", {}).get("16")
-        md.append(f"| {r['name']} | {_split(r)} | {pct(r['privacy'])} | {best} | {cells}{pct(r['utility'])} | {delta} |"
-                  + (f" {'n/a' if d16 is None else f'{100 * d16:+.2f}'} |" if "16" in qs else ""))
-    md += ["", "Accuracies in %; delta = utility - privacy in points. Best attacker (at one query): the family with "
-           "the highest test accuracy (the others' in brackets). privacy@k: the best attacker when the server "
-           "averages k queries of each image (inf: the noise-free limit); a deterministic client has one value "
-           "for every k. Attackers own the obfuscator: fresh draws of its randomness every epoch."
-           + (" 'Knowing the ... label': an attacker who knows that label exactly and answers the most common "
-              "private class given it: the privacy of a z that reveals the task's answer and nothing else." if given else ""), ""]
-    rec = [r for r in results if "reconstruction" in r["attacks"]]
-    if rec:
-        md += ["## Reconstruction attack", "",
-               "| method | MSE ↑ | L1 ↑ | SSIM ↓ | MS-SSIM ↓ | PSNR ↓ | LPIPS ↑ | ST-LPIPS ↑ |",
-               "|---|---|---|---|---|---|---|---|"]
-        base = rec[0]["attacks"]["reconstruction"]["mean_image_baseline"]
-        rows = [(r["name"], r["attacks"]["reconstruction"]["metrics"]) for r in rec] + [("mean training image (no z)", base)]
-        for name, m in rows:
-            md.append(f"| {name} | {m['mse']:.2f} | {m['l1']:.2f} | {m['ssim']:.4f} | {_num(m['ms_ssim'])} | "
-                      f"{_num(m['psnr'], '{:.2f}')} | {_num(m['lpips'])} | {_num(m.get('st_lpips'))} |")
-        md += ["", "MSE and L1 on the 0-255 scale, PSNR in dB; the last row is the reference an attacker must beat. "
-               "ST-LPIPS is the shift-tolerant LPIPS of the stlpips-pytorch package (its own weights, not ImageNet's): "
-               "not comparable to LPIPS.", ""]
-    md += ["## Client cost", "", "| method | GFLOPs | memory (MB) | bytes/sample (float32) | CPU latency, batch 1 (ms) |",
-           "|---|---|---|---|---|"]
-    for r in results:
-        c = r["cost"]
-        md.append(f"| {r['name']} | {c['gflops']:.3f} | {c['memory_mb']:.2f} | {c['bytes_per_sample_float32']} | "
-                  f"{_num(c['latency_ms_cpu_batch1'], '{:.2f}')} |")
-    md += ["", "## Time", "", "| method | training (s) | evaluation (s) |", "|---|---|---|"]
-    train_s = {r["name"]: train_seconds(Path(r["run"])) for r in results}
-    for r in results:
-        md.append(f"| {r['name']} | {_num(train_s[r['name']], '{:.0f}')} | {_num(r.get('wall_s'), '{:.0f}')} |")
-    total = sum((train_s[r["name"]] or 0) + (r.get("wall_s") or 0) for r in results)
-    md += ["", f"Training: the sum of its epochs (test pass included); evaluation: encoding, every attacker and the "
-           f"cost measurement. Total {total / 3600:.2f} h.", ""]
-    warn = [f"- {r['name']}: {w}" for r in results for w in warnings(r)]
-    if warn:
-        md += ["", "## Warnings", "", *warn]
-    md += ["", "![privacy vs utility](privacy_utility.png)", "", "![privacy vs queries](privacy_queries.png)", ""]
-    return "\n".join(md)
-
-
-EXAMPLES = """\
-examples:
-  privsplit benchmark --dataset cifar10 --data-root /data/cifar10                 # budget small, every method
-  privsplit benchmark --dataset cifar10 --methods ours,disco --budget small --data-root /data/cifar10
-  privsplit benchmark --dataset cifar10 --budget paper --device cuda --data-root /data/cifar10
-  privsplit benchmark --dataset digits --budget tiny --methods ours,no_noise     # seconds, offline
-
-budgets (identical for every method of one benchmark):
-""" + "\n".join(f"  {n}: {b.about}" for n, b in BUDGETS.items()) + """
-
-Writes OUT/<method>/ (a run folder, with eval/), OUT/benchmark.md (privacy/utility/delta,
-reconstruction and client-cost tables), OUT/results.json and OUT/privacy_utility.png.
-Run the same command again to resume after an interruption: finished runs and
-evaluations are reused. An OUT folder is locked to its dataset and budget.
-"""
-
-
-def cmd_benchmark(args: argparse.Namespace) -> int:
-    import torch
-
-    from .report import pct
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    results = run_benchmark(args.dataset, args.methods, args.budget, args.out, args.data_root, args.device,
-                            args.lpips_weights, args.configs or CONFIG_DIR, False if args.no_progress else None)
-    out = Path(args.out) if args.out else Path("benchmarks") / "runs" / f"{args.dataset}-{args.budget}"
-    print((out / "benchmark.md").read_text())
-    print(f"written to {out} ({len(results)} method(s); privacy chance {pct(results[0]['privacy_chance']) if results else 'n/a'})")
-    return 0
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Add ``benchmark`` to the CLI's subparsers."""
-    p = sub.add_parser(
-        "benchmark",
-        help="train and evaluate every method under one budget; the paper's tables and plot",
-        description="Train and evaluate each method with the same data, epochs and attackers, and write the "
-        "paper's privacy/utility, reconstruction and client-cost tables and a privacy-utility plot.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--dataset", required=True, help="cifar10, celeba, fairface, utkface or digits")
-    p.add_argument("--methods", default="all", metavar="LIST",
-                   help=f"all, or a comma list of: {_valid_text()} (default all)")
-    p.add_argument("--budget", default="small", help=f"{', '.join(BUDGETS)} (default small; see below)")
-    p.add_argument("--out", metavar="DIR", help="benchmark folder (default benchmarks/runs/<dataset>-<budget>/)")
-    p.add_argument("--data-root", metavar="DIR", help="the data set's folder (not needed for digits)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda[:N] (default auto)")
-    p.add_argument("--lpips-weights", metavar="FILE",
-                   help="LPIPS(alex) weights (default $PRIVSPLIT_LPIPS_WEIGHTS; none: LPIPS unavailable)")
-    p.add_argument("--configs", metavar="DIR", help=f"folder of the method configs (default {CONFIG_DIR})")
-    p.add_argument("--threads", type=flag(int, ge=1), help="torch CPU threads")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_benchmark)
-
-
 __all__ = ["BUDGETS", "ENTRIES", "Budget", "Entry", "run_benchmark", "select_entries", "entry_config",
-           "benchmark_markdown", "add_parser"]
+           "train_seconds"]

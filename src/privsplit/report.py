@@ -376,3 +376,87 @@ def write_comparison(results: list[dict[str, Any]], out: Path) -> None:
     plot_privacy_queries(results, out / "privacy_queries.png")
     write_json(out / "results.json", _jsonable({"runs": results}))
     write_text(out / "comparison.md", comparison_markdown(results))
+
+
+# --- the benchmark's tables -------------------------------------------------------------------------------------
+
+
+def _split(r: dict[str, Any]) -> str:
+    s = r["config"]["model"]["split"]
+    return "image" if s == "none" else s
+
+
+def _attackers(attr: dict[str, Any]) -> str:
+    fams = attr["families"]
+    others = ", ".join(f"{f} {pct(v['best_acc'])}" for f, v in fams.items() if f != attr["best_family"])
+    return attr["best_family"] + (f" ({others})" if others else "")
+
+
+def benchmark_markdown(results: list[dict[str, Any]], record: dict[str, Any], train_s: dict[str, float | None]) -> str:
+    """``benchmark.md``: the paper's tables (privacy/utility, reconstruction, client
+    cost, time) with chance levels and warnings; ``train_s``: training seconds per entry."""
+
+    dataset, settings = record["dataset"], record["settings"]
+    md = [f"# Benchmark: {dataset}, budget `{record['budget']}`", "",
+          f"- every method: {settings['epochs']} training epoch(s); data {', '.join(f'{k} {v}' for k, v in record['data'].items())}",
+          f"- attackers trained after training on z: {settings['attack_epochs']} epoch(s), families "
+          f"{', '.join(settings['families'])}, at {', '.join(settings.get('queries', ['1']))} quer(ies) of each image; "
+          "privacy = the best attacker's test accuracy on the private label", ""]
+    if not results:
+        return "\n".join(md + ["No method has finished yet.", ""])
+    r0 = results[0]
+    qs = [q for q in ("16", "inf") if any(q in r.get("privacy_by_queries", {}) for r in results)]
+    md += [f"## Privacy and utility ({dataset})", "",
+           "| method | split | privacy@1 ↓ | best attacker | " + "".join(f"privacy@{q} ↓ | " for q in qs)
+           + "utility ↑ | delta@1 ↑ |" + (" delta@16 ↑ |" if "16" in qs else ""),
+           "|---|---|---|---|" + "---|" * len(qs) + "---|---|" + ("---|" if "16" in qs else ""),
+           f"| chance | | {pct(r0['privacy_chance'])} | | " + "| " * len(qs) + f"{pct(r0['utility_chance'])} | |"
+           + (" |" if "16" in qs else "")]
+    given = r0["attacks"].get("attribute", {}).get("chance_given", {})
+    md += [f"| knowing the {other} label (no z) | | {pct(v)} | | " + "| " * len(qs) + "| |" + (" |" if "16" in qs else "")
+           for other, v in given.items()]
+    for r in results:
+        delta = "n/a" if r["delta"] is None else f"{100 * r['delta']:+.2f}"
+        attr = r["attacks"].get("attribute")
+        best = _attackers(attr) if attr else "n/a"
+        by = r.get("privacy_by_queries", {})
+        cells = "".join(f"{pct(by.get(q))} | " for q in qs)
+        d16 = r.get("delta_by_queries", {}).get("16")
+        md.append(f"| {r['name']} | {_split(r)} | {pct(r['privacy'])} | {best} | {cells}{pct(r['utility'])} | {delta} |"
+                  + (f" {'n/a' if d16 is None else f'{100 * d16:+.2f}'} |" if "16" in qs else ""))
+    md += ["", "Accuracies in %; delta = utility - privacy in points. Best attacker (at one query): the family with "
+           "the highest test accuracy (the others' in brackets). privacy@k: the best attacker when the server "
+           "averages k queries of each image (inf: the noise-free limit); a deterministic client has one value "
+           "for every k. Attackers own the obfuscator: fresh draws of its randomness every epoch."
+           + (" 'Knowing the ... label': an attacker who knows that label exactly and answers the most common "
+              "private class given it: the privacy of a z that reveals the task's answer and nothing else." if given else ""), ""]
+    rec = [r for r in results if "reconstruction" in r["attacks"]]
+    if rec:
+        md += ["## Reconstruction attack", "",
+               "| method | MSE ↑ | L1 ↑ | SSIM ↓ | MS-SSIM ↓ | PSNR ↓ | LPIPS ↑ | ST-LPIPS ↑ |",
+               "|---|---|---|---|---|---|---|---|"]
+        base = rec[0]["attacks"]["reconstruction"]["mean_image_baseline"]
+        rows = [(r["name"], r["attacks"]["reconstruction"]["metrics"]) for r in rec] + [("mean training image (no z)", base)]
+        for name, m in rows:
+            md.append(f"| {name} | {m['mse']:.2f} | {m['l1']:.2f} | {m['ssim']:.4f} | {_num(m['ms_ssim'])} | "
+                      f"{_num(m['psnr'], '{:.2f}')} | {_num(m['lpips'])} | {_num(m.get('st_lpips'))} |")
+        md += ["", "MSE and L1 on the 0-255 scale, PSNR in dB; the last row is the reference an attacker must beat. "
+               "ST-LPIPS is the shift-tolerant LPIPS of the stlpips-pytorch package (its own weights, not ImageNet's): "
+               "not comparable to LPIPS.", ""]
+    md += ["## Client cost", "", "| method | GFLOPs | memory (MB) | bytes/sample (float32) | CPU latency, batch 1 (ms) |",
+           "|---|---|---|---|---|"]
+    for r in results:
+        c = r["cost"]
+        md.append(f"| {r['name']} | {c['gflops']:.3f} | {c['memory_mb']:.2f} | {c['bytes_per_sample_float32']} | "
+                  f"{_num(c['latency_ms_cpu_batch1'], '{:.2f}')} |")
+    md += ["", "## Time", "", "| method | training (s) | evaluation (s) |", "|---|---|---|"]
+    for r in results:
+        md.append(f"| {r['name']} | {_num(train_s[r['name']], '{:.0f}')} | {_num(r.get('wall_s'), '{:.0f}')} |")
+    total = sum((train_s[r["name"]] or 0) + (r.get("wall_s") or 0) for r in results)
+    md += ["", f"Training: the sum of its epochs (test pass included); evaluation: encoding, every attacker and the "
+           f"cost measurement. Total {total / 3600:.2f} h.", ""]
+    warn = [f"- {r['name']}: {w}" for r in results for w in warnings(r)]
+    if warn:
+        md += ["", "## Warnings", "", *warn]
+    md += ["", "![privacy vs utility](privacy_utility.png)", "", "![privacy vs queries](privacy_queries.png)", ""]
+    return "\n".join(md)

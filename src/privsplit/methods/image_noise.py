@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
+
 
 from ..data.base import TaskInfo
 from ..errors import ConfigError

@@ -35,7 +35,6 @@ traceback.
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations
 # at run time, and `Request` is imported inside create_app (fastapi is optional).
-import argparse
 import asyncio
 import hmac
 import http
@@ -155,7 +154,7 @@ def create_app(
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import ClientDisconnect
 
-    _check_int("max_batch (--max-batch)", max_batch, 1)
+    check_int("max_batch (--max-batch)", max_batch, 1)
     _check_seconds("body_timeout (--body-timeout)", body_timeout)
     if token is not None:
         check_token(token, "given to the server")
@@ -163,7 +162,7 @@ def create_app(
     per_sample = math.prod(net.z_shape) * 4  # float32
     limit = 8 + MAX_HEADER_BYTES + max_batch * per_sample
     if max_body_bytes is not None:
-        _check_int("max_body_bytes (--max-body-bytes)", max_body_bytes, 8 + MAX_HEADER_BYTES + per_sample,
+        check_int("max_body_bytes (--max-body-bytes)", max_body_bytes, 8 + MAX_HEADER_BYTES + per_sample,
                    "what one float32 representation with its header needs; leave it out for the default")
         limit = max_body_bytes
     expected = expected_message(net.z_shape, max_batch)
@@ -283,7 +282,8 @@ def read_token(path: str | Path) -> str:
         raise PrivsplitError(str(e)) from None
 
 
-def _check_int(name: str, value: Any, least: int, why: str = "", most: int | None = None) -> None:
+def check_int(name: str, value: Any, least: int, why: str = "", most: int | None = None) -> None:
+    """A one-line :class:`PrivsplitError` unless ``value`` is an int from ``least`` (to ``most``)."""
     if not isinstance(value, int) or isinstance(value, bool) or value < least or (most is not None and value > most):
         span = f"from {least} to {most}" if most is not None else f"at least {least}"
         raise PrivsplitError(f"{name} must be an integer {span}{f' ({why})' if why else ''}, got {value!r}")
@@ -393,10 +393,10 @@ def uvicorn_config(
     """
     import uvicorn
 
-    _check_int("port (--port)", port, 0, most=65535)
+    check_int("port (--port)", port, 0, most=65535)
     _check_seconds("header_timeout (--header-timeout)", header_timeout)
     _check_seconds("keep_alive (--keep-alive)", keep_alive)
-    _check_int("max_connections (--max-connections)", max_connections, 1)
+    check_int("max_connections (--max-connections)", max_connections, 1)
     files = _open_files_limit()
     if files is not None and max_connections > files - 64:
         raise PrivsplitError(f"--max-connections {max_connections} is over what this process may open "
@@ -405,63 +405,6 @@ def uvicorn_config(
         app, host=host, port=port, http=_protocol(header_timeout, max_connections), ws="none",
         timeout_keep_alive=keep_alive, log_level=log_level, access_log=access_log,  # type: ignore[arg-type]
     )
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    if args.threads is not None:
-        _check_int("--threads", args.threads, 1)
-    token = read_token(args.token_file) if args.token_file else None
-    if token is None and not is_loopback(args.host):
-        raise PrivsplitError(
-            f"refusing to serve on {args.host} without a token: anyone on the network could use it. "
-            "Give --token-file FILE, or bind to 127.0.0.1"
-        )
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    app = create_app(args.run_dir, token, args.max_batch, args.max_body_bytes, args.body_timeout)
-    config = uvicorn_config(
-        app, args.host, args.port, header_timeout=args.header_timeout, keep_alive=args.keep_alive,
-        max_connections=args.max_connections, log_level=args.log_level, access_log=args.log_level == "debug",
-    )
-    net: TaskNetwork = app.state.task_network
-    print(
-        f"serving {args.run_dir} ({net.identity['method']}, {net.identity['backbone']} split {net.identity['split']}, "
-        f"z {tuple(net.z_shape)}, heads {', '.join(net.info)}) on http://{args.host}:{args.port} "
-        f"({'bearer token required' if token else 'no token: loopback only'}; timeouts: header "
-        f"{args.header_timeout:g} s, body {args.body_timeout:g} s, keep-alive {args.keep_alive:g} s; "
-        f"at most {args.max_connections} connections)",
-        flush=True,
-    )
-    uvicorn.Server(config).run()
-    return 0
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "serve",
-        help="serve a run's task network over HTTP (the server part; never loads the obfuscator)",
-        description="Serve the task network of a finished run: POST /v1/infer (binary z), GET /v1/model, "
-        "GET /v1/health. Without --token-file only loopback addresses are allowed.",
-    )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --token-file)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--token-file", metavar="FILE", help="require 'Authorization: Bearer <token in FILE>'")
-    p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="most samples per request (default 64)")
-    p.add_argument("--max-body-bytes", type=int, help="largest request body (default: what --max-batch needs)")
-    p.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT, metavar="SECONDS",
-                   help="a request body must arrive within this, else 408 (default %(default)g)")
-    p.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT, metavar="SECONDS",
-                   help="a request head must arrive within this, else 408 (default %(default)g)")
-    p.add_argument("--keep-alive", type=float, default=DEFAULT_KEEP_ALIVE, metavar="SECONDS",
-                   help="close an idle connection after this (default %(default)g)")
-    p.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
-                   help="most open connections; one more gets 503 (default %(default)d)")
-    p.add_argument("--threads", type=int, help="torch threads for the heads (default: torch's)")
-    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
-    p.set_defaults(func=cmd_serve)
 
 
 class BackgroundServer:

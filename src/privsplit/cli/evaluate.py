@@ -1,12 +1,13 @@
-"""Command line of ``privsplit evaluate`` and ``privsplit attack`` (the work
-is in :mod:`privsplit.evaluate`, imported only when a command runs)."""
+"""``privsplit evaluate`` and ``privsplit attack`` (the work is in
+:mod:`privsplit.evaluate`, imported only when a command runs)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from .checks import flag
+from ..checks import flag
+from .common import add_device, add_lpips, add_progress, add_threads, set_threads
 
 EXAMPLES_EVALUATE = """\
 examples:
@@ -54,22 +55,19 @@ def _common_args(p: argparse.ArgumentParser) -> None:
                    help="mirror spatial z left-right at random while training attribute attackers")
     p.add_argument("--target", default="private", help="label the attribute attack predicts (default private)")
     p.add_argument("--seed", type=flag(int, ge=0), default=0, help="seed of the obfuscator's random ops and the attackers (default 0)")
-    p.add_argument("--lpips-weights", metavar="FILE",
-                   help="LPIPS(alex) weights: the LPIPS state dict or torchvision's ImageNet AlexNet "
-                        "(default $PRIVSPLIT_LPIPS_WEIGHTS; none: LPIPS unavailable)")
+    add_lpips(p)
     p.add_argument("--latency-repeats", type=flag(int, ge=0), default=20, metavar="N",
                    help="batch-1 CPU forward passes timed for the latency (0: skip; default 20)")
     p.add_argument("--latency-threads", type=flag(int, ge=1), default=1, metavar="N",
                    help="torch threads while timing the latency (default 1: one core of an edge device)")
-    p.add_argument("--threads", type=flag(int, ge=1), help="torch CPU threads for computing z and training attackers")
-    p.add_argument("--device", default="auto",
-                   help="where z is computed and attackers train: auto (CUDA if present), cpu, cuda[:N] (default auto)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_threads(p, "torch CPU threads for computing z and training attackers")
+    add_device(p, "z is computed and attackers train")
+    add_progress(p)
 
 
 def _options(args: argparse.Namespace, attacks: list[str]):  # noqa: ANN202
-    from .attacks import AttackOptions, parse_queries
-    from .evaluate import EvalOptions, check_attacks
+    from ..attacks import AttackOptions, parse_queries
+    from ..evaluate import EvalOptions, check_attacks
 
     overrides = list(args.overrides) + ([f"data.root={args.data_root}"] if args.data_root else [])
     families = tuple(f.strip() for f in args.families.split(",") if f.strip())
@@ -91,13 +89,10 @@ def _options(args: argparse.Namespace, attacks: list[str]):  # noqa: ANN202
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import torch
+    from .. import report
+    from ..evaluate import evaluate_runs
 
-    from . import report
-    from .evaluate import evaluate_runs
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     results = evaluate_runs(args.runs, _options(args, attacks), args.out)
     for r in results:
@@ -108,13 +103,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
-    import torch
+    from .. import report
+    from ..evaluate import evaluate_run
 
-    from . import report
-    from .evaluate import evaluate_run
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     options = _options(args, [args.attack])
     out = Path(args.out) if args.out else Path(args.run) / "eval" / f"attack-{args.attack}"
     r = evaluate_run(args.run, options, out)

@@ -1,0 +1,76 @@
+"""``privsplit serve``: serve a run's task network over HTTP (the work is in :mod:`privsplit.serve.server`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import PrivsplitError
+from ..serve.server import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEP_ALIVE,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_CONNECTIONS,
+    TaskNetwork,
+    check_int,
+    create_app,
+    is_loopback,
+    read_token,
+    uvicorn_config,
+)
+from .common import set_threads
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.threads is not None:
+        check_int("--threads", args.threads, 1)
+    token = read_token(args.token_file) if args.token_file else None
+    if token is None and not is_loopback(args.host):
+        raise PrivsplitError(
+            f"refusing to serve on {args.host} without a token: anyone on the network could use it. "
+            "Give --token-file FILE, or bind to 127.0.0.1"
+        )
+    set_threads(args.threads)
+    app = create_app(args.run_dir, token, args.max_batch, args.max_body_bytes, args.body_timeout)
+    config = uvicorn_config(
+        app, args.host, args.port, header_timeout=args.header_timeout, keep_alive=args.keep_alive,
+        max_connections=args.max_connections, log_level=args.log_level, access_log=args.log_level == "debug",
+    )
+    net: TaskNetwork = app.state.task_network
+    print(
+        f"serving {args.run_dir} ({net.identity['method']}, {net.identity['backbone']} split {net.identity['split']}, "
+        f"z {tuple(net.z_shape)}, heads {', '.join(net.info)}) on http://{args.host}:{args.port} "
+        f"({'bearer token required' if token else 'no token: loopback only'}; timeouts: header "
+        f"{args.header_timeout:g} s, body {args.body_timeout:g} s, keep-alive {args.keep_alive:g} s; "
+        f"at most {args.max_connections} connections)",
+        flush=True,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a run's task network over HTTP (the server part; never loads the obfuscator)",
+        description="Serve the task network of a finished run: POST /v1/infer (binary z), GET /v1/model, "
+        "GET /v1/health. Without --token-file only loopback addresses are allowed.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --token-file)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--token-file", metavar="FILE", help="require 'Authorization: Bearer <token in FILE>'")
+    p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="most samples per request (default 64)")
+    p.add_argument("--max-body-bytes", type=int, help="largest request body (default: what --max-batch needs)")
+    p.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT, metavar="SECONDS",
+                   help="a request body must arrive within this, else 408 (default %(default)g)")
+    p.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT, metavar="SECONDS",
+                   help="a request head must arrive within this, else 408 (default %(default)g)")
+    p.add_argument("--keep-alive", type=float, default=DEFAULT_KEEP_ALIVE, metavar="SECONDS",
+                   help="close an idle connection after this (default %(default)g)")
+    p.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+                   help="most open connections; one more gets 503 (default %(default)d)")
+    p.add_argument("--threads", type=int, help="torch threads for the heads (default: torch's)")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
