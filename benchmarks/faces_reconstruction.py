@@ -39,11 +39,12 @@ def main() -> None:
     p.add_argument("--attack-images", type=int, default=500)
     p.add_argument("--test-images", type=int, default=200)
     p.add_argument("--attack-epochs", type=int, default=20)
+    p.add_argument("--rows", default=",".join(ROWS), help=f"methods to attack (default {','.join(ROWS)})")
     p.add_argument("--lpips-weights", help="LPIPS(alex) weights (else LPIPS is unavailable)")
     args = p.parse_args()
     out = Path(args.out)
     rows = []
-    for name in ROWS:
+    for name in args.rows.split(","):
         entry = next(e for e in ENTRIES if e.name == name)
         cfg = entry_config(entry, "utkface", BUDGETS["paper"], data_root=args.data_root, device="cpu")
         cfg = apply_overrides(cfg, [f"train.epochs={args.epochs}", f"data.limit_train={args.train_images}",
