@@ -4,6 +4,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import shutil
 import struct
 import typing
 import zlib
@@ -83,6 +84,7 @@ def test_sweep_of_bad_values_gives_one_line_errors(tmp_path):
             if rc == 0:  # a value that is valid for this setting (e.g. 0 for a seed) trains
                 outcomes["trained"] += 1
                 assert (out / "run.json").is_file(), (key, bad)
+                shutil.rmtree(out)  # ~150 MB of checkpoints each: do not fill the disk
             else:
                 outcomes["refused"] += 1
                 assert rc == 2 and len(lines) == 1 and lines[0].startswith("privsplit train: error: "), (key, bad, err)
