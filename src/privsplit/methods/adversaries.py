@@ -49,20 +49,22 @@ class AdversaryKind:
 
 ADVERSARIES: Registry[AdversaryKind] = Registry("adversary kind")
 
-ADVERSARIES.register("attribute")(lambda: AdversaryKind(
+# Built once: the engine looks a kind up at every step.
+ATTRIBUTE = AdversaryKind(
     # The method's attacker network on z (for a cut backbone: the backbone's rest).
     build=lambda method, info, z_shape, adv: method.attacker_head(info, info.num_classes(adv.target)),
     loss=lambda out, x, labels, adv: F.cross_entropy(out, labels[adv.target]),
     metric="acc",
     score=lambda out, x, labels, adv: (out.argmax(1) == labels[adv.target]).float(),
     classifies=True,
-))
-
-ADVERSARIES.register("decoder")(lambda: AdversaryKind(
+)
+DECODER = AdversaryKind(
     # Reconstructs the image from z.
     build=lambda method, info, z_shape, adv: Decoder(z_shape, info.image_shape),
     loss=lambda out, x, labels, adv: F.mse_loss(out, x),
     metric="mse",
     score=lambda out, x, labels, adv: (out - x).pow(2).flatten(1).mean(1),
     classifies=False,
-))
+)
+ADVERSARIES.register("attribute")(lambda: ATTRIBUTE)
+ADVERSARIES.register("decoder")(lambda: DECODER)
