@@ -209,3 +209,34 @@ def test_train_attacker_reports_convergence():
     z, y = torch.randn(64, 8, generator=g), torch.randint(0, 2, (64,), generator=g)
     r = train_attacker(torch.nn.Linear(8, 2), z, y, z, y, AttackOptions(epochs=1, progress=False))
     assert r["converged"] is False and r["best_epoch"] == 1
+
+
+def _smooth_images(n, seed):
+    """(n, 3, 16, 16) uint8 images made of 4x4 random blocks: far from their mean."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 4, 4, generator=g)
+    return (torch.nn.functional.interpolate(low, size=(16, 16), mode="nearest") * 255).round().to(torch.uint8)
+
+
+@pytest.mark.parametrize("scale", [1.0, 300.0])
+def test_reconstruction_decoder_rebuilds_images_written_in_z_at_any_scale(scale, tmp_path):
+    x = _smooth_images(500, 0)
+    z = x.float() / 255 * scale  # the image itself, at a scale far from the decoder's own
+    data = _data(Config(), z[:400], z[400:], torch.zeros(400, dtype=torch.long), torch.zeros(100, dtype=torch.long), 2)
+    data.x_train, data.x_test = x[:400], x[400:]
+    r = ATTACKS.create("reconstruction").run(data, AttackOptions(epochs=6, batch_size=32, out_dir=tmp_path, **QUIET))
+    m, base = r["metrics"], r["mean_image_baseline"]
+    assert r["verdict"] == "reconstructs" and m["ssim"] > base["ssim"] + 0.3 and m["mse"] < base["mse"] / 4, (m, base)
+    # Scored at the epoch with the lowest test error, which is reported.
+    assert len(r["test_mse"]) == 6 and r["best_epoch"] == 1 + r["test_mse"].index(min(r["test_mse"]))
+    assert m["mse"] == pytest.approx(min(r["test_mse"]) * 255**2, rel=1e-3)
+    assert (tmp_path / "reconstruction.png").is_file()
+
+
+def test_reconstruction_from_noise_is_no_better_than_the_mean_image():
+    x = _smooth_images(500, 1)
+    z = torch.randn(500, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    data = _data(Config(), z[:400], z[400:], torch.zeros(400, dtype=torch.long), torch.zeros(100, dtype=torch.long), 2)
+    data.x_train, data.x_test = x[:400], x[400:]
+    r = ATTACKS.create("reconstruction").run(data, AttackOptions(epochs=4, batch_size=32, **QUIET))
+    assert r["verdict"] == "no better than the mean image", (r["metrics"], r["mean_image_baseline"])

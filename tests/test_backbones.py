@@ -59,12 +59,26 @@ def test_bad_names_and_sizes_give_clear_errors():
         representation_shape("alexnet", "alex_3", (32, 32))
 
 
+@pytest.mark.parametrize("attacker", [False, True])
 @pytest.mark.parametrize("z_shape", [(256, 2, 2), (64, 8, 8), (512,), (3, 20, 20)])
-def test_decoder_reconstructs_image_shape(z_shape):
-    dec = Decoder(z_shape, (3, 20, 20))
+def test_decoder_reconstructs_image_shape(z_shape, attacker):
+    dec = Decoder(z_shape, (3, 20, 20), normalize_input=attacker, taper=attacker)
     out = dec(torch.randn(2, *z_shape))
     assert out.shape == (2, 3, 20, 20)
     assert out.min() >= 0 and out.max() <= 1
+
+
+def test_decoder_options_keep_the_plain_design_loadable_and_taper_the_widths():
+    plain = Decoder((256, 12, 12), (3, 178, 178))
+    # The proxy adversaries' decoder is unchanged: runs saved before the options still load.
+    assert [tuple(v.shape) for v in plain.state_dict().values()][:2] == [(64, 256, 3, 3), (64,)]
+    tapered = Decoder((256, 12, 12), (3, 178, 178), taper=True, normalize_input=True)
+    widths = [m.out_channels for m in tapered.body if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert widths == [128, 128, 64, 32, 32]  # 12 -> 24 -> 48 -> 96 -> 192 px, then 178
+    assert isinstance(tapered.norm, torch.nn.BatchNorm2d)
+    # Normalised input: z and 1000 z give the same images (batch statistics in training).
+    z = torch.randn(4, 256, 12, 12)
+    assert torch.allclose(tapered(z), tapered(1000 * z), atol=1e-4)
 
 
 def test_unet_handles_odd_sizes():

@@ -99,7 +99,7 @@ def warnings(r: dict[str, Any]) -> list[str]:
             if not res["converged"]:
                 out.append(
                     f"reconstruction decoder{_at(q, len(qs) > 1)} had not converged (training loss still falling at epoch "
-                    f"{len(res['train_loss'])}); rerun with more --attack-epochs"
+                    f"{len(res['train_loss'])}, and test MSE lowest at the last epoch); rerun with more --attack-epochs"
                 )
     return out
 
@@ -199,8 +199,10 @@ def run_markdown(r: dict[str, Any]) -> str:
                f"| ST-LPIPS (shift-tolerant, not comparable to LPIPS) | {_num(m.get('st_lpips'))} | "
                f"{_num(b.get('st_lpips'))} |", ""]
         md += [f"- {k}: {v}" for k, v in m["notes"].items()]
-        md += [f"- decoder: {rec['epochs']} epochs, Adam lr {rec['lr']}, MSE loss; final training MSE "
-               f"{_num(rec['train_loss'][-1] if rec['train_loss'] else None)} (0-1 scale)"]
+        best = (f"input normalised, scored at its best epoch ({rec['best_epoch']}, lowest test MSE); "
+                if "best_epoch" in rec else "")  # results written before the attacker had both
+        md += [f"- decoder: {rec['epochs']} epochs, Adam lr {rec['lr']}, MSE loss; {best}final "
+               f"training MSE {_num(rec['train_loss'][-1] if rec['train_loss'] else None)} (0-1 scale)"]
         if rec.get("grid"):
             md += ["", f"![originals (top) and reconstructions (bottom)]({rec['grid']})"]
     c = r["cost"]

@@ -1,5 +1,8 @@
 """Reconstruction: a decoder trained (MSE, Adam lr 1e-3) to map ``z`` back to the image.
 
+The decoder normalises its input (so the scale of ``z`` does not slow it) and is
+scored at its best epoch, the one with the lowest test MSE, as the attribute
+attackers report their best test accuracy: both choices are the attacker's.
 Reported on the test split with the image metrics of
 :func:`privsplit.metrics.image_metrics`, beside the same metrics for the
 *mean training image*, the reconstruction an attacker gets without ``z``
@@ -32,6 +35,8 @@ class ReconstructionAttack(Attack):
 
     name = "reconstruction"
     needs_images = True
+    # The attacker's decoder (see Decoder); benchmarks/reconstruction_attackers.py compares others.
+    decoder_options: dict[str, Any] = {"normalize_input": True, "taper": True}
 
     def run(self, data: EvalData, options: AttackOptions) -> dict[str, Any]:
         assert data.x_train is not None and data.x_test is not None, "reconstruction needs the images"
@@ -48,11 +53,13 @@ class ReconstructionAttack(Attack):
         assert data.x_train is not None
         torch.manual_seed(options.seed + 7)
         z_test = data.z_test(q)
-        decoder = Decoder(data.z_shape, data.info.image_shape).to(z_test.device)
+        decoder = Decoder(data.z_shape, data.info.image_shape, **self.decoder_options).to(z_test.device)
         opt = torch.optim.Adam(decoder.parameters(), lr=options.lr)
         gen = torch.Generator().manual_seed(options.seed)
         bs = options.batch_size
         losses: list[float] = []
+        test_mse: list[float] = []
+        best: tuple[float, torch.Tensor] | None = None  # (test MSE, reconstruction of the test images)
         at = f" at {query_key(q)} quer{'y' if q == 1 else 'ies'}" if data.repeats_help else ""
         options.log(f"  reconstruction attack{at}: training a decoder z {tuple(data.z_shape)} -> image "
                     f"{tuple(data.info.image_shape)} for {options.epochs} epoch(s)")
@@ -64,12 +71,16 @@ class ReconstructionAttack(Attack):
 
         for _ in bar:
             losses.append(fit_epoch(decoder, opt, data.n_train, bs, gen, batch_loss))
-            bar.set_postfix(mse=f"{losses[-1]:.4f}")
+            recon = _reconstruct(decoder, z_test, 4 * bs)
+            test_mse.append(F.mse_loss(recon, original).item())
+            # Like the attribute attackers' best test accuracy, the best epoch is the attacker's.
+            if best is None or test_mse[-1] < best[0]:
+                best = (test_mse[-1], recon)
+            bar.set_postfix(mse=f"{losses[-1]:.4f}", test_mse=f"{test_mse[-1]:.4f}")
         bar.close()
-
-        decoder.eval()
-        with torch.no_grad():
-            recon = torch.cat([decoder(z_test[i : i + 4 * bs]).cpu() for i in range(0, len(z_test), 4 * bs)])
+        assert best is not None, "the decoder needs at least one epoch"
+        best_epoch = test_mse.index(best[0]) + 1
+        recon = best[1]
         metrics = image_metrics(original, recon, **perceptual)
         grid = None
         if options.out_dir is not None:
@@ -80,10 +91,21 @@ class ReconstructionAttack(Attack):
         return {
             "metrics": metrics,
             "train_loss": losses,
-            "converged": not still_falling(losses, options.converge_margin, fitted=0.0),
+            "test_mse": test_mse,
+            "best_epoch": best_epoch,
+            # Under-trained only when the training loss still falls *and* the test error was
+            # lowest at the last epoch (a test error that rose again is overfitting).
+            "converged": not (still_falling(losses, options.converge_margin, fitted=0.0) and best_epoch == len(test_mse)),
             "verdict": "reconstructs" if leaks else "no better than the mean image",
             "grid": grid.name if grid else None,
         }
+
+
+@torch.no_grad()
+def _reconstruct(decoder: Decoder, z: torch.Tensor, chunk: int) -> torch.Tensor:
+    """The decoder's images for ``z`` in eval mode, on the CPU; leaves it in eval mode."""
+    decoder.eval()
+    return torch.cat([decoder(z[i : i + chunk]).cpu() for i in range(0, len(z), chunk)])
 
 
 def save_grid(original: torch.Tensor, recon: torch.Tensor, path: Path) -> Path:
