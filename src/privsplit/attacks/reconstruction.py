@@ -59,7 +59,7 @@ class ReconstructionAttack(Attack):
         bs = options.batch_size
         losses: list[float] = []
         test_mse: list[float] = []
-        best: tuple[float, torch.Tensor] | None = None  # (test MSE, reconstruction of the test images)
+        best: tuple[float, dict[str, torch.Tensor]] | None = None  # (test MSE, decoder weights)
         at = f" at {query_key(q)} quer{'y' if q == 1 else 'ies'}" if data.repeats_help else ""
         options.log(f"  reconstruction attack{at}: training a decoder z {tuple(data.z_shape)} -> image "
                     f"{tuple(data.info.image_shape)} for {options.epochs} epoch(s)")
@@ -71,16 +71,18 @@ class ReconstructionAttack(Attack):
 
         for _ in bar:
             losses.append(fit_epoch(decoder, opt, data.n_train, bs, gen, batch_loss))
-            recon = _reconstruct(decoder, z_test, 4 * bs)
-            test_mse.append(F.mse_loss(recon, original).item())
+            test_mse.append(_test_mse(decoder, z_test, original, 4 * bs))
             # Like the attribute attackers' best test accuracy, the best epoch is the attacker's.
             if best is None or test_mse[-1] < best[0]:
-                best = (test_mse[-1], recon)
+                best = (test_mse[-1], {k: v.detach().clone() for k, v in decoder.state_dict().items()})
             bar.set_postfix(mse=f"{losses[-1]:.4f}", test_mse=f"{test_mse[-1]:.4f}")
         bar.close()
         assert best is not None, "the decoder needs at least one epoch"
         best_epoch = test_mse.index(best[0]) + 1
-        recon = best[1]
+        decoder.load_state_dict(best[1])
+        decoder.eval()
+        with torch.no_grad():
+            recon = torch.cat([decoder(z_test[i : i + 4 * bs]).cpu() for i in range(0, len(z_test), 4 * bs)])
         metrics = image_metrics(original, recon, **perceptual)
         grid = None
         if options.out_dir is not None:
@@ -91,7 +93,7 @@ class ReconstructionAttack(Attack):
         return {
             "metrics": metrics,
             "train_loss": losses,
-            "test_mse": test_mse,
+            "test_mse": test_mse,  # per epoch, 0-1 scale (metrics["mse"] is 0-255)
             "best_epoch": best_epoch,
             # Under-trained only when the training loss still falls *and* the test error was
             # lowest at the last epoch (a test error that rose again is overfitting).
@@ -102,10 +104,13 @@ class ReconstructionAttack(Attack):
 
 
 @torch.no_grad()
-def _reconstruct(decoder: Decoder, z: torch.Tensor, chunk: int) -> torch.Tensor:
-    """The decoder's images for ``z`` in eval mode, on the CPU; leaves it in eval mode."""
+def _test_mse(decoder: Decoder, z: torch.Tensor, original: torch.Tensor, chunk: int) -> float:
+    """Mean squared error (0-1 scale) of the decoder's images for ``z`` in eval mode,
+    computed in chunks (the whole test split's images need not fit twice)."""
     decoder.eval()
-    return torch.cat([decoder(z[i : i + chunk]).cpu() for i in range(0, len(z), chunk)])
+    total = sum(F.mse_loss(decoder(z[i : i + chunk]).cpu(), original[i : i + chunk], reduction="sum").item()
+                for i in range(0, len(z), chunk))
+    return total / original.numel()
 
 
 def save_grid(original: torch.Tensor, recon: torch.Tensor, path: Path) -> Path:

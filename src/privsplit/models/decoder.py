@@ -17,7 +17,7 @@ class Decoder(nn.Module):
     """Transposed-convolution upsampler from ``z_shape`` to ``image_shape``.
 
     ``z_shape`` is ``(C, H, W)`` or ``(D,)`` (a pooled vector, reshaped to a
-    ``(D/4 or 64, 2, 2)`` map by a linear layer first). Output is in [0, 1].
+    ``(max(D/4, 16), 2, 2)`` map by a linear layer first). Output is in [0, 1].
 
     Attackers use two options (the proxy adversaries of training keep the
     plain design, so saved runs still load):
