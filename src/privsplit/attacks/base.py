@@ -263,13 +263,14 @@ def still_falling(losses: list[float], margin: float, fitted: float = 0.05) -> b
     return losses[-1] < min(losses[:-1]) * (1 - margin)
 
 
-def attacker_converged(losses: list[float], test_acc: list[float], margin: float) -> bool:
+def attacker_converged(losses: list[float], test_score: list[float], margin: float, fitted: float = 0.05) -> bool:
     """An attacker counts as under-trained only when its training loss is still
-    falling *and* its test accuracy peaked at the last epoch. A test accuracy
-    that peaked earlier while the loss kept falling is overfitting: more epochs
-    would not raise the best accuracy, which is what privacy reports."""
-    peaked_last = max(range(len(test_acc)), key=test_acc.__getitem__) == len(test_acc) - 1
-    return not (still_falling(losses, margin) and peaked_last)
+    falling (see :func:`still_falling`) *and* its test score (higher is better:
+    accuracy, or minus an error) peaked at the last epoch. A score that peaked
+    earlier while the loss kept falling is overfitting: more epochs would not
+    raise the best score, which is what the attack reports."""
+    peaked_last = max(range(len(test_score)), key=test_score.__getitem__) == len(test_score) - 1
+    return not (still_falling(losses, margin, fitted) and peaked_last)
 
 
 def leak_threshold(chance: float, n: int) -> float:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..metrics.image import LPIPS, image_metrics
 from ..models.decoder import Decoder
-from .base import ATTACKS, Attack, AttackOptions, EvalData, attack_record, fit_epoch, per_query, query_key, still_falling
+from .base import ATTACKS, Attack, AttackOptions, EvalData, attack_record, attacker_converged, fit_epoch, per_query, query_key
 
 
 def _images(x: torch.Tensor) -> torch.Tensor:
@@ -80,9 +80,7 @@ class ReconstructionAttack(Attack):
         assert best is not None, "the decoder needs at least one epoch"
         best_epoch = test_mse.index(best[0]) + 1
         decoder.load_state_dict(best[1])
-        decoder.eval()
-        with torch.no_grad():
-            recon = torch.cat([decoder(z_test[i : i + 4 * bs]).cpu() for i in range(0, len(z_test), 4 * bs)])
+        recon = torch.cat(list(_decode(decoder, z_test, 4 * bs)))
         metrics = image_metrics(original, recon, **perceptual)
         grid = None
         if options.out_dir is not None:
@@ -95,21 +93,26 @@ class ReconstructionAttack(Attack):
             "train_loss": losses,
             "test_mse": test_mse,  # per epoch, 0-1 scale (metrics["mse"] is 0-255)
             "best_epoch": best_epoch,
-            # Under-trained only when the training loss still falls *and* the test error was
-            # lowest at the last epoch (a test error that rose again is overfitting).
-            "converged": not (still_falling(losses, options.converge_margin, fitted=0.0) and best_epoch == len(test_mse)),
+            # Scored by minus the test error; an MSE loss is never "fitted" by a fixed level.
+            "converged": attacker_converged(losses, [-m for m in test_mse], options.converge_margin, fitted=0.0),
             "verdict": "reconstructs" if leaks else "no better than the mean image",
             "grid": grid.name if grid else None,
         }
 
 
 @torch.no_grad()
-def _test_mse(decoder: Decoder, z: torch.Tensor, original: torch.Tensor, chunk: int) -> float:
-    """Mean squared error (0-1 scale) of the decoder's images for ``z`` in eval mode,
-    computed in chunks (the whole test split's images need not fit twice)."""
+def _decode(decoder: Decoder, z: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
+    """The decoder's images for ``z`` in eval mode, on the CPU, ``chunk`` at a time."""
     decoder.eval()
-    total = sum(F.mse_loss(decoder(z[i : i + chunk]).cpu(), original[i : i + chunk], reduction="sum").item()
-                for i in range(0, len(z), chunk))
+    for i in range(0, len(z), chunk):
+        yield decoder(z[i : i + chunk]).cpu()
+
+
+def _test_mse(decoder: Decoder, z: torch.Tensor, original: torch.Tensor, chunk: int) -> float:
+    """Mean squared error (0-1 scale) of the decoder's images for ``z``, chunk by chunk
+    (the whole test split's images need not be held twice)."""
+    total = sum(F.mse_loss(images, original[i * chunk : i * chunk + len(images)], reduction="sum").item()
+                for i, images in enumerate(_decode(decoder, z, chunk)))
     return total / original.numel()
 
 
