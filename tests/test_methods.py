@@ -93,7 +93,7 @@ def test_unknown_method_lists_the_valid_ones(capsys):
         ("deepobfuscator", ["adversaries=[{name: a}]"], "add the missing one"),
         ("image_noise", ["method_args={sigma: 1, colour: 2}"], "no setting\\(s\\) colour in method_args; valid: sigma"),
         ("image_noise", ["method_args={sigma: high}"], "method_args.sigma of method 'image_noise' must be a number"),
-        ("ours", ["method_args={sigma: 1}"], "no setting\\(s\\) sigma.*valid: none"),
+        ("ours", ["method_args={sigma: 1}"], "no setting\\(s\\) sigma.*valid: bottleneck"),
         ("image_noise", ["data.name=svhn"], "no default image-noise sigma for dataset 'svhn'.*method_args.sigma"),
         ("maxent", ["data.name=svhn"], "no default embedding size d for dataset 'svhn'"),
     ],

@@ -59,6 +59,7 @@ class HeadConfig:
 
 
 ADVERSARY_OBJECTIVES = ("ce", "entropy")
+ADVERSARY_FAMILIES = ("head", "linear", "mlp", "mlp_flat")  # privsplit.models.probes.PROBES, and head
 
 
 @dataclass
@@ -80,6 +81,14 @@ class AdversaryConfig:
             maximises its cross-entropy (the paper), ``entropy`` makes its
             prediction maximally uncertain (MaxEnt-ARL's term, which cannot be
             gamed by being confidently wrong).
+        family: the network of an attribute adversary: ``head`` (the
+            backbone's rest, the paper's), ``linear`` (a linear probe on
+            standardised, unpooled ``z``), ``mlp`` (pooled ``z``) or ``mlp_flat``
+            (unpooled ``z``); see :mod:`privsplit.models.probes`. An obfuscator
+            trained against one family can leave the label readable by another:
+            configure several.
+        reset_every: re-initialise the adversary every N epochs (0 = never): a
+            fresh proxy has not been fooled yet.
     """
 
     name: str = setting("adversary", name=True)
@@ -87,6 +96,8 @@ class AdversaryConfig:
     target: str = "private"
     queries: Any = 1  # checked by adversary_queries
     objective: str = setting("ce", choices=ADVERSARY_OBJECTIVES)
+    family: str = setting("head", choices=ADVERSARY_FAMILIES)
+    reset_every: int = setting(0, ge=0, le=100_000)
 
     def __post_init__(self) -> None:
         from .methods.adversaries import ADVERSARIES  # the kinds live with the methods that build them
@@ -96,6 +107,9 @@ class AdversaryConfig:
             raise ConfigError(f"unknown adversary kind {self.kind!r}; valid choices: {', '.join(ADVERSARIES.names())}")
         if self.objective == "entropy" and not ADVERSARIES.create(self.kind).classifies:
             raise ConfigError(f"adversaries.{self.name}.objective is entropy, but kind is {self.kind!r} (entropy only for kind attribute)")
+        if self.family != "head" and not ADVERSARIES.create(self.kind).classifies:
+            raise ConfigError(f"adversaries.{self.name}.family is {self.family!r}, but kind is {self.kind!r} "
+                              "(families are for kind attribute; a decoder has one shape)")
         adversary_queries(self)
 
 

@@ -24,8 +24,8 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
-from .attacks import ATTACKS, AttackOptions, EvalData
-from .config import apply_overrides
+from .attacks import ATTACKS, AttackOptions, EvalData, query_key
+from .config import adversary_queries, apply_overrides
 from .data.base import LabeledImages, TaskInfo, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
 from .metrics.accuracy import chance_level, model_accuracy
@@ -248,6 +248,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None, out_di
     # Utility is what the server's head reaches on single queries; privacy at k queries is the best attacker's.
     results["privacy_by_queries"] = {k: v["accuracy"] for k, v in attr["by_queries"].items()} if attr else {}
     results["delta_by_queries"] = {k: results["utility"] - v for k, v in results["privacy_by_queries"].items()}
+    results["proxy_gap"] = proxy_gap(run, attr)
     results["cost"] = client_cost(run.model.obfuscator.cpu(), tuple(data.info.image_shape), options.latency_repeats,
                                   options.latency_threads)
     results["lpips_weights"] = lpips.source if lpips else None
@@ -256,6 +257,26 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None, out_di
     results["versions"] = {"torch": torch.__version__, "privsplit": _version()}
     report.write_run_report(results, out, run_dir)
     return results
+
+
+def proxy_gap(run: Run, attr: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """For each attribute proxy adversary of the run: its test accuracy in the last
+    training epoch beside the fresh attackers' on the same view (its number of
+    queries), when the attribute attack ran at that view and on that target.
+    A large gap means the obfuscator fooled its proxy, not the attackers."""
+    if not attr:
+        return []
+    metrics = run.record.get("metrics", {})
+    out = []
+    for adv in run.config.adversaries:
+        key = query_key(adversary_queries(adv) if run.model.obfuscator.random_ops else 1)
+        proxy = metrics.get(f"test/adv/{adv.name}/acc")
+        if proxy is None or adv.target != attr["target"]:
+            continue
+        fresh = attr["by_queries"].get(key)  # None: the attack did not run at that view
+        out.append({"adversary": adv.name, "family": adv.family, "queries": key, "proxy": proxy,
+                    "fresh": fresh["accuracy"] if fresh else None, "fresh_family": fresh["best_family"] if fresh else None})
+    return out
 
 
 def quick_privacy(run_dir: str | Path, max_train: int = 2000, max_test: int = 1000, epochs: int = 3,

@@ -128,6 +128,10 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
         line = privacy_by_queries_line(r)
         if line:
             lines.append(f"  {line}")
+        for g in r.get("proxy_gap") or []:
+            if g["fresh"] is not None:
+                lines.append(f"  proxy adversary {g['adversary']} ({g['family']}, {g['queries']} quer(ies)): {pct(g['proxy'])} "
+                             f"in training, fresh attackers {pct(g['fresh'])} on the same view")
     rec = r["attacks"].get("reconstruction")
     if rec:
         m = rec["metrics"]
@@ -185,6 +189,7 @@ def run_markdown(r: dict[str, Any]) -> str:
                f"{', z mirrored at random (augmentation)' if a.get('augment') else ''}; "
                f"'leaks' means above {pct(a['leak_threshold'])} (chance + max(1 point, 3 standard errors))."]
         md += queries_markdown(r)
+        md += proxy_gap_markdown(r)
     rec = r["attacks"].get("reconstruction")
     if rec:
         m, b = rec["metrics"], rec["mean_image_baseline"]
@@ -214,6 +219,22 @@ def run_markdown(r: dict[str, Any]) -> str:
     if (Path(r.get("_out", ".")) / "training_curves.png").exists():
         md += ["", "![training curves](training_curves.png)"]
     return "\n".join(md) + "\n"
+
+
+def proxy_gap_markdown(r: dict[str, Any]) -> list[str]:
+    """The proxy adversaries' last training figure beside the fresh attackers' on the same view."""
+    rows = r.get("proxy_gap") or []
+    if not rows:
+        return []
+    md = ["", "### Proxy adversaries against fresh attackers", "",
+          "How much the obfuscator fooled its proxy: the proxy's test accuracy in the last training epoch, "
+          "and the best fresh attacker's on what the proxy saw.", "",
+          "| proxy adversary | family | sees (queries) | proxy in training | fresh attackers | gap |", "|---|---|---|---|---|---|"]
+    for g in rows:
+        fresh = f"{pct(g['fresh'])} ({g['fresh_family']})" if g["fresh"] is not None else "not attacked at this view"
+        gap = f"{100 * (g['fresh'] - g['proxy']):+.2f} points" if g["fresh"] is not None else "–"
+        md.append(f"| `{g['adversary']}` | {g['family']} | {g['queries']} | {pct(g['proxy'])} | {fresh} | {gap} |")
+    return md
 
 
 def queries_markdown(r: dict[str, Any]) -> list[str]:

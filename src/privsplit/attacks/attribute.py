@@ -8,6 +8,11 @@ is the highest test accuracy over families and epochs. Families:
 * ``head``: a fresh copy of the backbone's rest (the paper's attacker, and the
   proxy adversary's architecture), Adam lr 1e-3;
 * ``mlp``: an MLP on spatially pooled ``z``, Adam lr 1e-3;
+* ``mlp_flat``: the same MLP on standardised, unpooled ``z`` (pooling can
+  average away what sits in particular positions);
+* ``linear``: a linear probe (logistic regression) on standardised, unpooled
+  ``z``: an obfuscator trained against a network-shaped proxy can leave the
+  private label linearly readable;
 * ``knn``: non-parametric, k nearest neighbours (cosine, on standardised pooled
   ``z``), best of k in 1, 5, 25, 100: no training to under-do.
 
@@ -17,7 +22,6 @@ randomness afresh on the training images, instead of reusing one draw.
 
 from __future__ import annotations
 
-import math
 import sys
 from typing import Any, Callable
 
@@ -28,9 +32,11 @@ from tqdm import tqdm
 
 from ..errors import ConfigError
 from ..metrics.accuracy import chance_given, chance_level, model_accuracy
+from ..models.probes import PROBES, build_probe
 from .base import (
     ATTACKS,
     Attack,
+    DEFAULT_FAMILIES,
     AttackOptions,
     EvalData,
     attacker_converged,
@@ -42,34 +48,6 @@ from .base import (
 )
 
 
-class PooledMLP(nn.Module):
-    """MLP on ``z`` average-pooled to at most 4x4 positions: a family unlike the
-    convolutional head the obfuscator was trained against."""
-
-    def __init__(self, z_shape: tuple[int, ...], num_classes: int, hidden: int = 512) -> None:
-        super().__init__()
-        if len(z_shape) == 3:
-            c, h, w = z_shape
-            self.pool: nn.Module = nn.AdaptiveAvgPool2d((min(h, 4), min(w, 4)))
-            n_in = c * min(h, 4) * min(w, 4)
-        else:
-            self.pool = nn.Identity()
-            n_in = math.prod(z_shape)
-        self.net = nn.Sequential(
-            nn.Flatten(1),
-            nn.LayerNorm(n_in),
-            nn.Linear(n_in, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(0.2),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden, num_classes),
-        )
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(self.pool(z))
-
-
 def _head(data: EvalData, num_classes: int) -> nn.Module:
     # The method knows its server-side network: the backbone's rest for a cut,
     # a whole ResNet18 for image-level baselines.
@@ -78,14 +56,16 @@ def _head(data: EvalData, num_classes: int) -> nn.Module:
     return build_method(data.config).attacker_head(data.info, num_classes)
 
 
-def _mlp(data: EvalData, num_classes: int) -> nn.Module:
-    return PooledMLP(data.z_shape, num_classes)
+def _probe(family: str) -> Callable[[EvalData, int], nn.Module]:
+    return lambda data, num_classes: build_probe(family, data.z_shape, num_classes)
 
 
 # trained families: name -> builder(data, num_classes)
-FAMILIES: dict[str, Callable[[EvalData, int], nn.Module]] = {"head": _head, "mlp": _mlp}
-# every family, the non-parametric one included
-FAMILY_NAMES = (*FAMILIES, "knn")
+FAMILIES: dict[str, Callable[[EvalData, int], nn.Module]] = {"head": _head, **{f: _probe(f) for f in PROBES.names()}}
+# every family, the non-parametric one included, in the default order (an
+# attacker's seed follows its position, so the older families keep theirs)
+FAMILY_NAMES = DEFAULT_FAMILIES
+assert set(FAMILY_NAMES) == {*FAMILIES, "knn"}, "a registered probe family is missing from DEFAULT_FAMILIES"
 
 
 def train_attacker(
@@ -107,7 +87,7 @@ def train_attacker(
     batch_z = (lambda idx: z_train[idx]) if isinstance(z_train, torch.Tensor) else z_train
     gen = torch.Generator().manual_seed(options.seed)
     model.to(z_test.device)  # attackers train where the cached z lives
-    opt = torch.optim.Adam(model.parameters(), lr=options.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=options.lr * getattr(model, "lr_scale", 1.0))
     losses, accs = [], []
     bs = options.batch_size
     bar = tqdm(range(options.epochs), desc=desc, unit="epoch", leave=False, file=sys.stderr,

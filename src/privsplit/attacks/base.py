@@ -17,6 +17,9 @@ from ..registry import Registry
 
 Query = float  # a number of queries: 1, 4, 16, ... or math.inf
 DEFAULT_QUERIES: tuple[Query, ...] = (1, 16, math.inf)
+# Attribute attacker families trained by default (privsplit evaluate, every
+# benchmark budget): all of them, since privacy is the worst case over families.
+DEFAULT_FAMILIES: tuple[str, ...] = ("head", "mlp", "knn", "linear", "mlp_flat")
 
 
 def query_key(k: Query) -> str:
@@ -199,7 +202,7 @@ class AttackOptions:
     batch_size: int = 128
     lr: float = 1e-3
     seed: int = 0
-    families: tuple[str, ...] = ("head", "mlp", "knn")
+    families: tuple[str, ...] = DEFAULT_FAMILIES
     target: str = "private"
     queries: tuple[Query, ...] = DEFAULT_QUERIES
     fresh_draws: bool = True

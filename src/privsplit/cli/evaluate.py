@@ -24,7 +24,8 @@ client sends and owns a copy of the obfuscator, so the attackers here do too:
     is the one-query figure, the best attacker over families at each k is reported;
   - fresh draws: parametric attackers see new randomness on the training images every
     epoch (--no-fresh-draws reuses one draw);
-  - families: head (the server's network), mlp, knn (non-parametric).
+  - families: head (the server's network), mlp (pooled z), knn (non-parametric),
+    linear (a linear probe on standardised, unpooled z), mlp_flat (an MLP on unpooled z).
 Writes results.json, report.md, training_curves.png and reconstruction.png to
 --out (default RUN_DIR/eval/); several runs add comparison.md and privacy_utility.png.
 LPIPS needs ImageNet AlexNet weights (nothing is downloaded): --lpips-weights FILE or
@@ -40,8 +41,10 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attack-epochs", type=flag(int, ge=1), default=10, metavar="N", help="attacker training epochs (default 10)")
     p.add_argument("--attack-batch-size", type=flag(int, ge=2), default=128, metavar="N", help="attacker batch size (default 128)")
     p.add_argument("--attack-lr", type=flag(float, gt=0), default=1e-3, metavar="LR", help="attacker Adam learning rate (default 1e-3)")
-    p.add_argument("--families", default="head,mlp,knn", metavar="LIST",
-                   help="attribute attacker families, comma-separated: head, mlp, knn (default all three)")
+    p.add_argument("--families", default="head,mlp,knn,linear,mlp_flat", metavar="LIST",
+                   help="attribute attacker families, comma-separated: head (the server's network), mlp (pooled z), "
+                   "knn, linear (a linear probe on standardised unpooled z), mlp_flat (an MLP on unpooled z); "
+                   "default all five: privacy is the worst case over them")
     p.add_argument("--queries", default="1,16,inf", metavar="LIST",
                    help="numbers of repeated queries of each image to attack at, comma-separated whole numbers "
                    "and inf (noise-free limit); 1 is always included (default 1,16,inf)")

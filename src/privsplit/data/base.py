@@ -38,6 +38,11 @@ class DataConfig:
         split_seed: seed of that split (recorded with the run).
         limit_train: use a seeded random N of the training images (quick runs); None = all.
         limit_test: likewise for the test split.
+        val_fraction: carve a seeded validation split of this share from the
+            training images (after ``limit_train``): the run trains on the rest
+            and every "test" figure (training log, ``privsplit evaluate``) is
+            on the validation images, so settings are chosen without reading the
+            test split. 0 = none (train on all, test on the test split).
         num_workers: DataLoader worker processes.
         cache_gb: a data set read from files keeps each image once decoded and
             resized (uint8, in memory), so only the first epoch decodes files;
@@ -55,6 +60,7 @@ class DataConfig:
     split_seed: int = setting(0, ge=0, lt=2**32)
     limit_train: int | None = setting(None, ge=1)
     limit_test: int | None = setting(None, ge=1)
+    val_fraction: float = setting(0.0, ge=0, lt=1)
     num_workers: int = setting(0, ge=0, le=64)
     skip_bad_files: bool = False
     cache_gb: float = setting(4.0, ge=0, le=1024)
@@ -197,6 +203,11 @@ def load_dataset(cfg: DataConfig) -> tuple[LabeledImages, LabeledImages, TaskInf
         warnings.warn(f"data.skip_bad_files: left out {len(skipped)} unreadable image file(s), e.g. {skipped[0]}")
     info = TaskInfo(cfg.name, spec.labels, (3, size, size), skipped)
     train, test = train.subset(cfg.limit_train, cfg.split_seed), test.subset(cfg.limit_test, cfg.split_seed)
+    if cfg.val_fraction > 0:  # the validation split takes the test split's place; the test images are not read
+        if len(train) < 4:
+            raise ConfigError(f"data.val_fraction={cfg.val_fraction} needs at least 4 training images, got {len(train)}")
+        keep, val = seeded_split(len(train), cfg.val_fraction, cfg.split_seed + 1)
+        train, test = train._take(torch.from_numpy(keep)), train._take(torch.from_numpy(val))
     if cfg.num_workers == 0:  # a worker process would keep its own copy
         for part in (train, test):
             part.keep_decoded(info.image_shape, cfg.cache_gb * 2**30)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.decoder import Decoder
+from ..models.probes import build_probe
 from ..registry import Registry
 
 if TYPE_CHECKING:
@@ -51,8 +52,11 @@ ADVERSARIES: Registry[AdversaryKind] = Registry("adversary kind")
 
 # Built once: the engine looks a kind up at every step.
 ATTRIBUTE = AdversaryKind(
-    # The method's attacker network on z (for a cut backbone: the backbone's rest).
-    build=lambda method, info, z_shape, adv: method.attacker_head(info, info.num_classes(adv.target)),
+    # The method's attacker network on z (for a cut backbone: the backbone's rest), or a probe.
+    build=lambda method, info, z_shape, adv: (
+        method.attacker_head(info, info.num_classes(adv.target)) if adv.family == "head"
+        else build_probe(adv.family, z_shape, info.num_classes(adv.target))
+    ),
     loss=lambda out, x, labels, adv: F.cross_entropy(out, labels[adv.target]),
     metric="acc",
     score=lambda out, x, labels, adv: (out.argmax(1) == labels[adv.target]).float(),

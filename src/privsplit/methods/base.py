@@ -39,11 +39,13 @@ class MethodArg:
         default: the value, or a function of the dataset name giving it
             (it raises :class:`ConfigError` for a dataset it has no default for).
         help: what it means, shown in errors.
+        ge: the smallest value accepted (None: any).
     """
 
     type: type
     default: Any | Callable[[str], Any]
     help: str
+    ge: float | None = None
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -147,6 +149,9 @@ class Method:
                     value = check_type(arg.type, given[key], f"method_args.{key} of method {cls.name!r}")
                 except ConfigError as e:
                     raise ConfigError(f"{e} ({key}: {arg.help})") from None
+                if arg.ge is not None and value < arg.ge:
+                    raise ConfigError(f"method_args.{key} of method {cls.name!r} must be >= {arg.ge:g}, got {value!r} "
+                                      f"({key}: {arg.help})")
             else:
                 value = arg.default(cfg.data.name) if callable(arg.default) else arg.default
             out[key] = value
@@ -233,6 +238,12 @@ class Method:
         """What the adversary minimises: its kind's loss (cross-entropy on its
         target for an attribute adversary, reconstruction MSE for a decoder)."""
         return ADVERSARIES.create(adv.kind).loss(output, x, labels, adv)
+
+    def feature_terms(self, client: ClientPart, e: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Terms added to the obfuscator's loss that need no adversary, by name
+        (logged as ``train/<name>``), computed from the encoder's output ``e`` of
+        the batch; already weighted. Default: none."""
+        return {}
 
     def privacy_term(self, adv: AdversaryConfig, output: torch.Tensor, x: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
         """Added to the obfuscator's loss, scaled by ``train.lam``: ``-adversary_loss``

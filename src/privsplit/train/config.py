@@ -22,6 +22,9 @@ class TrainConfig:
         lr_schedule: "cosine" decays every rate to 0 over the epochs; "constant" keeps it.
         lam: weight of the adversary term in the obfuscator's loss
             (task - lam * adversary); 0 = task loss only.
+        adversary_steps: optimisation steps of the proxy adversaries per
+            obfuscator step (on the same batch): a proxy that keeps up is harder
+            to fool.
         seed: seeds weights, data order and the random reduction ops.
         flip: random horizontal flips of training images.
         device: "auto" (CUDA if present, else CPU), "cpu" or "cuda[:N]".
@@ -39,6 +42,7 @@ class TrainConfig:
     lr_adversary: float = setting(1e-3, gt=0, le=10)
     lr_schedule: str = setting("cosine", choices=("cosine", "constant"))
     lam: float = setting(1e-2, ge=0)
+    adversary_steps: int = setting(1, ge=1, le=100)
     seed: int = setting(0, ge=0, lt=2**63)
     flip: bool = True
     device: str = "auto"

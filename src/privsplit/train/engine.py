@@ -6,7 +6,11 @@ One step, three Adam optimisers:
      ``task + lam * privacy_term`` (``privacy_term = -adversary_loss`` for
      ``ours``), through ``z``, or, for an adversary with ``queries: K``, through
      the mean of K draws of ``reduce(e)`` (``inf``: the noise-free features);
-  3. each adversary minimises its own loss on a detached copy of what it sees.
+  3. each adversary minimises its own loss on a detached copy of what it sees
+     (``train.adversary_steps`` steps; re-initialised every ``reset_every`` epochs).
+
+A method may add terms of its own to the obfuscator's loss that need no
+adversary (:meth:`~privsplit.methods.Method.feature_terms`).
 
 Runs unchanged under ``torchrun --nproc-per-node N`` (gloo on CPU, NCCL on
 GPU): each process takes a shard of every epoch and gradients are averaged
@@ -212,6 +216,11 @@ class Trainer:
             for name, (module, lr) in parts.items()
             if (params := list(module.parameters()))
         }
+        scales = {name: getattr(adv, "lr_scale", 1.0) for name, adv in self.model.adversaries.items()}
+        if any(s != 1.0 for s in scales.values()):  # a linear probe learns at its own rate (models.probes)
+            self.optimizers["adversaries"] = torch.optim.Adam(
+                [{"params": list(self.model.adversaries[n].parameters()), "lr_scale": s} for n, s in scales.items()],
+                lr=t.lr_adversary)
 
     # Loop ----------------------------------------------------------------
 
@@ -223,7 +232,8 @@ class Trainer:
         ctx = Context(cfg, self.run_dir, self.model)
         z_shape = self.model.obfuscator.z_shape
         self.log(
-            f"training {cfg.method} on {self.info.dataset} ({len(self.train_set)} train / {len(self.test_set)} test images, "
+            f"training {cfg.method} on {self.info.dataset} ({len(self.train_set)} train / {len(self.test_set)} "
+            f"{'validation (data.val_fraction; the test split is not used)' if cfg.data.val_fraction else 'test'} images, "
             f"{self.info.image_shape}), "
             f"{'your model' if self.user_model else f'{cfg.model.backbone} split {cfg.model.split}'}, z {z_shape}, "
             f"device {self.device}, {self.dist.world} process(es)"
@@ -265,6 +275,7 @@ class Trainer:
 
     def _train_epoch(self, ctx: Context) -> dict[str, float]:
         cfg, d = self.cfg, self.dist
+        self._reset_adversaries(ctx.epoch)
         # Everything random in an epoch derives from (seed, epoch, rank): a run
         # resumed from a checkpoint continues exactly as if never stopped.
         torch.manual_seed(_seed(cfg.train.seed, ctx.epoch, d.rank))
@@ -311,7 +322,7 @@ class Trainer:
         base = {"obfuscator": t.lr_obfuscator, "heads": t.lr_head, "adversaries": t.lr_adversary}
         for name, opt in self.optimizers.items():
             for g in opt.param_groups:
-                g["lr"] = base[name] * scale
+                g["lr"] = base[name] * scale * g.get("lr_scale", 1.0)
 
     def step(self, x: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict[str, float]:
         """One optimisation step on a batch; returns the losses."""
@@ -336,6 +347,9 @@ class Trainer:
             )
             loss = task + cfg.train.lam * privacy
             out["train/privacy_term"] = privacy.item()
+        for name, term in method.feature_terms(model.obfuscator, e, labels).items():
+            loss = loss + term
+            out[f"train/{name}"] = term.item()
         self._check_finite(out, loss)
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
@@ -343,16 +357,37 @@ class Trainer:
         self._sync_and_step(["obfuscator", "heads"])
 
         if len(model.adversaries):
-            self.optimizers["adversaries"].zero_grad(set_to_none=True)
-            adv_loss = 0.0
-            for name, adv in model.adversaries.items():
-                a_loss = method.adversary_loss(model.adversary_configs[name], adv(views[name].detach()), x, labels)
-                out[f"train/adv_loss/{name}"] = a_loss.item()
-                adv_loss = adv_loss + a_loss
-            self._check_finite(out, adv_loss)
-            adv_loss.backward()  # type: ignore[union-attr]
-            self._sync_and_step(["adversaries"])
+            seen = {name: v.detach() for name, v in views.items()}
+            for _ in range(cfg.train.adversary_steps):  # several steps keep a proxy from falling behind
+                self.optimizers["adversaries"].zero_grad(set_to_none=True)
+                adv_loss = 0.0
+                for name, adv in model.adversaries.items():
+                    a_loss = method.adversary_loss(model.adversary_configs[name], adv(seen[name]), x, labels)
+                    out[f"train/adv_loss/{name}"] = a_loss.item()
+                    adv_loss = adv_loss + a_loss
+                self._check_finite(out, adv_loss)
+                adv_loss.backward()  # type: ignore[union-attr]
+                self._sync_and_step(["adversaries"])
         return out
+
+    def _reset_adversaries(self, epoch: int) -> None:
+        """Re-initialise each adversary with ``reset_every: N`` at the start of
+        epochs N+1, 2N+1, ...: a fresh proxy has not been fooled yet. Weights and
+        Adam state both start again; seeded by (seed, epoch), so a resumed run
+        resets exactly as an uninterrupted one, in every process alike."""
+        for name, adv in self.model.adversary_configs.items():
+            n = adv.reset_every
+            if not n or epoch == 1 or (epoch - 1) % n:
+                continue
+            module = self.model.adversaries[name]
+            torch.manual_seed(_seed(self.cfg.train.seed, epoch, 104_729))
+            for m in module.modules():
+                if m is not module and hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
+            opt = self.optimizers["adversaries"]
+            for p in module.parameters():
+                opt.state.pop(p, None)
+            self.log(f"epoch {epoch}: adversary {name} re-initialised (reset_every {n})")
 
     def _check_finite(self, losses: dict[str, float], loss: torch.Tensor) -> None:
         """Stop before a non-finite loss reaches the weights: the run folder keeps
