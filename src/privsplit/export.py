@@ -8,8 +8,13 @@
   ``obfuscator.torchscript.pt`` (load with ``torch.jit.load``);
 * ``obfuscator.json``: the manifest the torch-free edge client reads: the run's
   identity (method, split, ``z`` shape, labels, fingerprint of the server's
-  weights), the input size, how images are prepared and how many random draws
-  the model takes.
+  weights), the input size, how images are prepared, how many random draws
+  the model takes, and the SHA-256 of each model file (checked by the edge
+  client).
+
+Each file is written under a temporary name and renamed into place, the
+manifest last: an interrupted export leaves the old files or none, never a
+broken model beside a manifest that vouches for it.
 
 Random ops stay random, but their randomness is an input: a client with random
 steps takes a second input ``draws`` float32 (N, D) of uniforms in (0, 1)
@@ -26,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -37,6 +43,7 @@ from privsplit_edge.keyed import SCHEME
 
 from .errors import PrivsplitError
 from .obfuscator import ClientPart, Obfuscator
+from .train.checkpoint import file_digest, write_json, writing
 
 FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 18
@@ -88,23 +95,39 @@ def export_obfuscator(run_dir: str | Path, fmt: str = "onnx", out_dir: str | Pat
 
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; valid choices: {', '.join(FORMATS)}")
-    run = load_run(run_dir, parts=("obfuscator",))
     out = Path(out_dir) if out_dir else Path(run_dir) / "export"
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file, not a folder: give a folder for the exported files")
+    run = load_run(run_dir, parts=("obfuscator",))
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     model = ExportableObfuscator(run.model.obfuscator).eval()
     path = out / FILENAMES[fmt]
-    if fmt == "onnx":
-        _export_onnx(model, path)
-    else:
-        _export_torchscript(model, path)
+    tmp = out / f".tmp-{path.name}"  # same suffix: the exporters look at it
+    try:
+        with writing(path):
+            if fmt == "onnx":
+                _export_onnx(model, tmp)
+            else:
+                _export_torchscript(model, tmp)
+            digest = file_digest(tmp)
+            os.replace(tmp, path)
+    finally:
+        if tmp.is_file():
+            tmp.unlink()
     c, h, w = model.image_shape
     identity = run_identity(run_dir)
     files: dict[str, str] = {}
-    if (out / MANIFEST).is_file():  # keep the other format's entry when it is from this run
-        old = json.loads((out / MANIFEST).read_text())
-        if old.get("identity") == identity:
-            files = {k: v for k, v in old.get("files", {}).items() if (out / v).is_file()}
+    digests: dict[str, str] = {}
+    try:  # keep the other format's entry when it is from this run
+        old = json.loads((out / MANIFEST).read_text()) if (out / MANIFEST).is_file() else {}
+    except (OSError, ValueError):
+        old = {}  # a broken manifest is replaced
+    if isinstance(old, dict) and old.get("identity") == identity and isinstance(old.get("files"), dict):
+        files = {k: v for k, v in old["files"].items() if isinstance(v, str) and (out / v).is_file()}
+        digests = {v: d for v, d in (old.get("sha256") or {}).items() if v in files.values()}
     files[fmt] = path.name
+    digests[path.name] = digest
     manifest: dict[str, Any] = {
         "files": files,
         "identity": identity,
@@ -116,8 +139,9 @@ def export_obfuscator(run_dir: str | Path, fmt: str = "onnx", out_dir: str | Pat
         # uniforms in (0, 1) per image, fed as the input "draws"; 0: the model takes the image alone
         "draws": {"name": "draws", "dtype": "float32", "per_image": model.draws, "keyed_scheme": SCHEME},
         "onnx_opset": ONNX_OPSET,
+        "sha256": digests,  # of each model file, checked before it is loaded
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    write_json(out / MANIFEST, manifest)  # last: it vouches for the files above
     return path
 
 

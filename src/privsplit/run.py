@@ -1,4 +1,9 @@
-"""Load a finished run folder: its config, label names and trained weights."""
+"""Load a finished run folder: its config, label names and trained weights.
+
+``run.json`` records the SHA-256 of each weights file (``weights_sha256``);
+every load checks it, so a changed file is a one-line error naming it. Run
+folders written before digests were recorded load without that check.
+"""
 
 from __future__ import annotations
 
@@ -43,9 +48,20 @@ def read_run_record(run_dir: str | Path) -> dict[str, Any]:
         record = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path} is not valid JSON ({e})") from None
-    if record.get("status") != "finished":
-        raise CheckpointError(f"{rd} did not finish training (status {record.get('status')!r})")
+    if not isinstance(record, dict) or record.get("status") != "finished":
+        status = record.get("status") if isinstance(record, dict) else None
+        raise CheckpointError(f"{rd} did not finish training (status {status!r})")
+    digests = record.get("weights_sha256")
+    if digests is not None and not (isinstance(digests, dict) and all(isinstance(v, str) for v in digests.values())):
+        raise CheckpointError(f"{path} is corrupt (weights_sha256 is not a map of file names to digests); "
+                              "restore it or train again")
     return record
+
+
+def recorded_digest(run_dir: str | Path, filename: str) -> str | None:
+    """The SHA-256 ``run.json`` recorded for one of the run's weights files
+    (None for a run folder written before digests were recorded)."""
+    return (read_run_record(run_dir).get("weights_sha256") or {}).get(filename)
 
 
 def load_run(run_dir: str | Path, parts: Iterable[str] = PARTS, device: str | torch.device = "cpu") -> Run:
@@ -69,5 +85,6 @@ def load_run(run_dir: str | Path, parts: Iterable[str] = PARTS, device: str | to
         module = getattr(model, part)
         if part == "adversaries" and len(module) == 0:
             continue
-        load_weights(module, read_weights(rd / f"{part}.safetensors"), str(rd / f"{part}.safetensors"))
+        path = rd / f"{part}.safetensors"
+        load_weights(module, read_weights(path, (record.get("weights_sha256") or {}).get(path.name)), str(path))
     return Run(rd, config, info, model.to(device).eval(), record)

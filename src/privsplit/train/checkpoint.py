@@ -5,14 +5,25 @@ A checkpoint is a folder ``checkpoints/epoch-NNNN/`` holding
 under a temporary name and renamed into place, so a folder with the final
 name is always complete: a run killed while saving leaves nothing that
 ``--resume`` would trust.
+
+Every weights file's SHA-256 is recorded where it is described (``meta.json``
+for a checkpoint's files, ``run.json`` for a run's, the export manifest for an
+export) and checked when it is read: a flipped bit is an error naming the
+file, never a silently different model. Every write that fails (disk full,
+no permission, read-only file system) is a one-line :class:`CheckpointError`
+naming the path and the last good checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import json
 import os
 import shutil
 from collections import defaultdict
+from typing import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,30 +38,105 @@ FORMAT = "privsplit-checkpoint"
 VERSION = 1
 
 
+def file_digest(path: Path) -> str:
+    """``sha256:<hex>`` of a file's bytes (the form ``run.json``, ``meta.json`` and the export manifest record)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def check_digest(path: Path, expected: str | None) -> None:
+    """Raise :class:`CheckpointError` unless ``path`` hashes to ``expected``
+    (None: nothing was recorded, as in folders written before digests were)."""
+    if expected is None:
+        return
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist")
+    actual = file_digest(path)
+    if not isinstance(expected, str) or actual != expected:
+        raise CheckpointError(
+            f"{path} is damaged or was replaced: its SHA-256 is {actual.removeprefix('sha256:')[:16]}..., the one "
+            f"recorded when it was written is {str(expected).removeprefix('sha256:')[:16]}...; restore it or train again"
+        )
+
+
+def last_good(path: Path) -> str:
+    """Which checkpoint survives a failed write at ``path`` (in the run folder or its checkpoints)."""
+    for folder in (path.parent, *path.parents[:3]):
+        ckpts = checkpoint_dirs(folder)
+        if ckpts:
+            return f"the last good checkpoint is {ckpts[-1]}"
+        if (folder / "config.yaml").is_file():
+            return "no checkpoint was written yet"
+    return "no checkpoint was written yet"
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn a failed write of ``path`` into one line naming it and what survives.
+
+    safetensors reports a full disk as ``SafetensorError`` (not an OSError).
+    """
+    try:
+        yield
+    except (OSError, SafetensorError) as e:
+        why = os.strerror(e.errno) if isinstance(e, OSError) and e.errno else str(e).splitlines()[0] if str(e) else type(e).__name__
+        code = next((c for c in (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS)
+                     if getattr(e, "errno", None) == c or os.strerror(c) in why), None)  # safetensors has no errno
+        hint = {errno.ENOSPC: "free some disk space", errno.EACCES: "check the folder's permissions",
+                errno.EPERM: "check the folder's permissions",
+                errno.EROFS: "the file system is read-only: choose another folder"}.get(code, "check the disk and the folder")
+        raise CheckpointError(f"cannot write {path} ({why}): {hint}; {last_good(path)}") from None
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=2, default=str))
 
 
 def write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write text atomically (temporary file, then rename)."""
+    tmp = _tmp(path)
+    with writing(path):
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
-def save_weights(path: Path, module: nn.Module | dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+def append_line(path: Path, line: str) -> None:
+    """Append one line (``metrics.jsonl``), a failed write reported like any other."""
+    with writing(path), open(path, "a") as f:
+        f.write(line + "\n")
+
+
+def save_weights(path: Path, module: nn.Module | dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+    """Write safetensors weights atomically; returns the file's digest (:func:`file_digest`)."""
     state = module.state_dict() if isinstance(module, nn.Module) else module
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    tmp = _tmp(path)
+    with writing(path):
+        try:
+            save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp), metadata=metadata)
+            digest = file_digest(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return digest
 
 
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file, with a clear error if it is missing or not safetensors."""
+def read_weights(path: Path, digest: str | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file, with a clear error if it is missing, not
+    safetensors, or (given the ``digest`` recorded when it was written) changed."""
     if not path.is_file():
-        raise CheckpointError(f"weights file {path} does not exist")
+        raise CheckpointError(f"weights file {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
+    check_digest(path, digest)
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
@@ -114,26 +200,37 @@ def _restore_optimizers(opts: dict[str, torch.optim.Optimizer], tensors: dict[st
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer], meta: dict[str, Any]) -> None:
-    """Write a complete checkpoint folder at ``path`` atomically."""
+    """Write a complete checkpoint folder at ``path`` atomically, the digests of
+    its weights files in ``meta.json``."""
     tmp = path.with_name(f".tmp-{path.name}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_weights(tmp / "model.safetensors", model)
-    tensors, groups = _optimizer_tensors(optimizers)
-    save_weights(tmp / "optim.safetensors", tensors)
-    write_json(tmp / "meta.json", {"format": FORMAT, "version": VERSION, "optimizer_groups": groups, **meta})
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    try:
+        with writing(path):
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        digests = {"model.safetensors": save_weights(tmp / "model.safetensors", model)}
+        tensors, groups = _optimizer_tensors(optimizers)
+        digests["optim.safetensors"] = save_weights(tmp / "optim.safetensors", tensors)
+        write_json(tmp / "meta.json", {"format": FORMAT, "version": VERSION, "optimizer_groups": groups,
+                                       "sha256": digests, **meta})
+        with writing(path):
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+    except CheckpointError as e:  # name the checkpoint being written, not its temporary folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(str(e).replace(str(tmp), str(path))) from None
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer] | None = None) -> dict[str, Any]:
     """Restore ``model`` (and ``optimizers``) from a checkpoint folder; returns its metadata."""
     meta = read_meta(path)
-    load_weights(model, read_weights(path / "model.safetensors"), str(path / "model.safetensors"))
+    digests = meta.get("sha256") or {}
+    weights = path / "model.safetensors"
+    load_weights(model, read_weights(weights, digests.get(weights.name)), str(weights))
     if optimizers:
-        _restore_optimizers(optimizers, read_weights(path / "optim.safetensors"), meta["optimizer_groups"])
+        optim = path / "optim.safetensors"
+        _restore_optimizers(optimizers, read_weights(optim, digests.get(optim.name)), meta["optimizer_groups"])
     return meta
 
 
@@ -154,7 +251,27 @@ def read_meta(path: Path) -> dict[str, Any]:
             f"{path}/meta.json is corrupt (epoch {epoch!r}, optimizer_groups of type {type(groups).__name__}); "
             "delete this checkpoint folder to resume from the one before it"
         )
+    # The epoch is stated three times: by the folder's name, by meta.json and
+    # (as the most epochs the run could reach) by the config saved with it.
+    named = folder_epoch(path)
+    planned = (meta.get("config") or {}).get("train", {}).get("epochs") if isinstance(meta.get("config"), dict) else None
+    if (named is not None and epoch != named) or (isinstance(planned, int) and epoch > planned):
+        raise CheckpointError(
+            f"{path}/meta.json says epoch {epoch}, but the folder is {path.name}"
+            + (f" of a run planned for {planned} epoch(s)" if isinstance(planned, int) else "")
+            + ": it was edited or damaged; delete this checkpoint folder to resume from the one before it"
+        )
+    digests = meta.get("sha256")
+    if digests is not None and not (isinstance(digests, dict) and all(isinstance(v, str) for v in digests.values())):
+        raise CheckpointError(f"{path}/meta.json is corrupt (sha256 is not a map of file names to digests); "
+                              "delete this checkpoint folder to resume from the one before it")
     return meta
+
+
+def folder_epoch(path: Path) -> int | None:
+    """The epoch in a checkpoint folder's name (``epoch-0005`` -> 5); None for another name."""
+    digits = path.name.removeprefix("epoch-")
+    return int(digits) if path.name.startswith("epoch-") and digits.isdigit() else None
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
