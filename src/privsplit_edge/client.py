@@ -7,8 +7,12 @@ Uses only the standard library, numpy, onnxruntime and Pillow.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import http.client
+import ipaddress
 import json
+import os
+import ssl
 import sys
 import threading
 import urllib.parse
@@ -25,23 +29,63 @@ from .protocol import API, CONTENT_TYPE, encode_z, identity_mismatches, read_tok
 MANIFEST = "obfuscator.json"
 
 
-class Http:
-    """A tiny JSON-over-HTTP client with a keep-alive connection per thread."""
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 60.0) -> None:
+
+class Http:
+    """A tiny JSON-over-HTTP(S) client with a keep-alive connection per thread.
+
+    ``https://`` URLs verify the server's certificate against the system's CAs,
+    or against ``ca_file`` (a self-signed deployment's certificate or CA). A
+    token is never sent over plain ``http://`` to another host: anyone on the
+    path could read and replay it; ``allow_insecure_token`` forces it.
+    """
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 60.0,
+                 ca_file: str | Path | None = None, allow_insecure_token: bool = False) -> None:
         u = urllib.parse.urlsplit(base_url.rstrip("/"))
         if u.scheme not in ("http", "https") or not u.hostname:
-            raise EdgeError(f"server URL must look like http://HOST:PORT, got {base_url!r}")
-        self.url, self.scheme, self.host, self.port = base_url.rstrip("/"), u.scheme, u.hostname, u.port
+            raise EdgeError(f"server URL must look like http://HOST:PORT or https://HOST:PORT, got {base_url!r}")
+        try:
+            port = u.port
+        except ValueError:
+            raise EdgeError(f"server URL {base_url!r} has no valid port") from None
+        self.url, self.scheme, self.host, self.port = base_url.rstrip("/"), u.scheme, u.hostname, port
         self.prefix = u.path.rstrip("/")
         self.token, self.timeout = token, timeout
+        if token and u.scheme == "http" and not is_loopback(u.hostname) and not allow_insecure_token:
+            raise EdgeError(
+                f"refusing to send the bearer token over plain http to {u.hostname}: anyone on the network path could "
+                "read and replay it. Serve with --tls-cert/--tls-key and use https://, or pass --allow-insecure-token "
+                "to send it in clear anyway"
+            )
+        self.context: ssl.SSLContext | None = None
+        if ca_file is not None and u.scheme != "https":
+            raise EdgeError(f"--ca-file is for https:// servers; {base_url!r} is plain http")
+        if u.scheme == "https":
+            if ca_file is not None and not Path(ca_file).is_file():
+                raise EdgeError(f"CA file {ca_file} {'is a folder' if Path(ca_file).is_dir() else 'does not exist'}: "
+                                "give the server's certificate (or its CA) as a PEM file")
+            try:
+                self.context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+            except (ssl.SSLError, OSError, ValueError) as e:
+                raise EdgeError(f"cannot read CA file {ca_file} ({e}): give a PEM certificate") from None
         self._local = threading.local()
 
     def _conn(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-            conn = cls(self.host, self.port, timeout=self.timeout)
+            if self.scheme == "https":
+                conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.context)
+            else:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             self._local.conn = conn
         return conn
 
@@ -59,6 +103,11 @@ class Http:
                 resp = conn.getresponse()
                 data = resp.read()
                 break
+            except ssl.SSLCertVerificationError as e:
+                conn.close()
+                self._local.conn = None
+                raise ServerError(f"the server at {self.url} has a certificate this client does not trust "
+                                  f"({e.verify_message}): give its certificate or CA with --ca-file; nothing was sent") from None
             except (ConnectionError, http.client.HTTPException, OSError) as e:
                 conn.close()
                 self._local.conn = None
@@ -81,6 +130,8 @@ class Http:
 def load_image(path: str | Path, size: int) -> np.ndarray:
     """Decode an image to float32 (3, size, size) in [0, 1], exactly as the
     training data loader does: RGB, centre-cropped to a square, bilinear resize."""
+    if not Path(path).is_file():
+        raise EdgeError(f"image {path} {'is a folder, not an image file' if Path(path).is_dir() else 'does not exist'}")
     try:
         arr = decode_square(path, size)
     except OSError as e:
@@ -130,27 +181,30 @@ class EdgeClient:
         threads: int | None = None,
         timeout: float = 60.0,
         device_key: str | Path | None = None,
+        ca_file: str | Path | None = None,
+        allow_insecure_token: bool = False,
     ) -> None:
         import onnxruntime as ort
 
         self.key = load_key(device_key) if device_key is not None else None
-
+        self.http = Http(server_url, token, timeout, ca_file, allow_insecure_token)  # URL and TLS checked first
         path = Path(bundle)
         folder = path.parent if path.suffix == ".onnx" else path
-        manifest_path = folder / MANIFEST
-        if not manifest_path.is_file():
-            raise EdgeError(f"{folder} has no {MANIFEST}: export the run with `privsplit export RUN_DIR --format onnx`")
-        self.manifest = json.loads(manifest_path.read_text())
-        if "onnx" not in self.manifest.get("files", {}):
-            raise EdgeError(f"{folder} has no ONNX model: export it with `privsplit export RUN_DIR --format onnx`")
+        self.manifest = read_manifest(folder)
+        model = folder / self.manifest["files"]["onnx"]
+        check_file_digest(model, self.manifest.get("sha256", {}).get(model.name))
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(folder / self.manifest["files"]["onnx"]), opts, providers=["CPUExecutionProvider"])
-        self.draws = int(self.manifest.get("draws", {}).get("per_image", 0))
+        try:
+            self.session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for a broken file
+            why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise EdgeError(f"{model} is not a readable ONNX model ({why}): export it again with "
+                            "`privsplit export RUN_DIR --format onnx`") from None
+        self.draws = int(self.manifest["draws"]["per_image"])
         self.identity = self.manifest["identity"]
         self.image_size = int(self.identity["image_shape"][-1])
-        self.http = Http(server_url, token, timeout)
         self.dtype = dtype
         self._server: dict[str, Any] | None = None
 
@@ -177,6 +231,51 @@ class EdgeClient:
         return send(self.http, self.check(), self.encode(images), self.dtype, head)
 
 
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """``obfuscator.json`` of an export folder, checked: a truncated or edited one
+    is a one-line :class:`EdgeError`, never a traceback deep in the client."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise EdgeError(f"{folder} has no {MANIFEST}: export the run with `privsplit export RUN_DIR --format onnx`")
+    again = "export the run again with `privsplit export RUN_DIR --format onnx`"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: not UTF-8, or not JSON (a truncated file)
+        raise EdgeError(f"{path} is not a readable export manifest ({e}): {again}") from None
+    try:
+        files, identity, draws = manifest["files"], manifest["identity"], manifest.get("draws", {"per_image": 0})
+        ok = (isinstance(files, dict) and isinstance(identity, dict) and isinstance(draws, dict)
+              and isinstance(draws.get("per_image", 0), int) and draws.get("per_image", 0) >= 0
+              and isinstance(identity["image_shape"][-1], int) and isinstance(manifest.get("sha256", {}), dict))
+    except (KeyError, TypeError, IndexError):
+        ok = False
+    if not ok:
+        raise EdgeError(f"{path} is not a complete export manifest (files, identity, draws): {again}")
+    if not isinstance(files.get("onnx"), str) or Path(files["onnx"]).name != files["onnx"]:
+        raise EdgeError(f"{folder} has no ONNX model: export it with `privsplit export RUN_DIR --format onnx`")
+    manifest.setdefault("draws", {"per_image": 0})
+    draws.setdefault("per_image", 0)
+    return manifest
+
+
+def file_digest(path: Path) -> str:
+    """``sha256:<hex>`` of a file's bytes (what ``privsplit`` records for each weights file)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def check_file_digest(path: Path, expected: str | None) -> None:
+    """Raise :class:`EdgeError` unless ``path`` exists and (when a digest was recorded) hashes to it."""
+    if not path.is_file():
+        raise EdgeError(f"{path} does not exist: export the run again with `privsplit export RUN_DIR --format onnx`")
+    if expected is not None and file_digest(path) != expected:
+        raise EdgeError(f"{path} is damaged or was replaced: its SHA-256 is not the one the export manifest "
+                        "recorded; export the run again with `privsplit export RUN_DIR --format onnx`")
+
+
 def check_server(local: dict[str, Any], remote: dict[str, Any]) -> None:
     """Raise :class:`IdentityMismatch` unless the server runs ``local``'s task network."""
     if remote.get("api") != API:
@@ -200,10 +299,31 @@ def send(http: Http, server: dict[str, Any], z: np.ndarray, dtype: str, head: st
     return out
 
 
+def check_out(out: str | None) -> None:
+    """Refuse an ``--out`` that cannot be written before any work is done."""
+    if out is None:
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise EdgeError(f"--out {out} is a folder: give a file name, e.g. {path / 'results.json'}")
+    if not path.parent.is_dir():
+        raise EdgeError(f"--out {out}: folder {path.parent} does not exist")
+
+
 def print_results(paths: Sequence[str], results: list[dict[str, Any]], out: str | None) -> None:
-    """Print ``label probability path`` per image, or write JSON to ``out``."""
+    """Print ``label probability path`` per image, or write JSON to ``out``
+    (atomically; if that fails the results are printed, so the work is not lost)."""
     if out:
-        Path(out).write_text(json.dumps([{"image": str(p), **r} for p, r in zip(paths, results)], indent=2))
+        path = Path(out)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            tmp.write_text(json.dumps([{"image": str(p), **r} for p, r in zip(paths, results)], indent=2))
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            for p, r in zip(paths, results):
+                print(f"{r['label']}\t{r['probability']:.4f}\t{p}")
+            raise EdgeError(f"cannot write --out {out} ({e.strerror}); the results are printed above") from None
         print(f"wrote {len(results)} result(s) to {out}")
         return
     for p, r in zip(paths, results):
@@ -224,11 +344,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device-key", metavar="FILE",
                    help="consistent randomness: the same image always gives the same z (key from `privsplit keygen`)")
     p.add_argument("--out", metavar="FILE.json", help="write results as JSON instead of printing")
+    p.add_argument("--ca-file", metavar="FILE.pem",
+                   help="trust this certificate (or CA) for an https:// server with a self-signed certificate")
+    p.add_argument("--allow-insecure-token", action="store_true",
+                   help="send the token over plain http:// to a non-loopback host anyway: anyone on the network "
+                   "path can read and replay it")
     args = parser.parse_args(argv)
     try:
+        check_out(args.out)
         token = read_token(args.token_file) if args.token_file else None
         client = EdgeClient(args.bundle, args.server, token, "float16" if args.float16 else "float32",
-                            device_key=args.device_key)
+                            device_key=args.device_key, ca_file=args.ca_file,
+                            allow_insecure_token=args.allow_insecure_token)
         print_results(args.images, client.infer(args.images, args.head), args.out)
     except EdgeError as e:
         print(f"privsplit_edge: error: {e}", file=sys.stderr)

@@ -18,11 +18,19 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
     if args.seed is not None:
         torch.manual_seed(args.seed)
+    try:
+        edge.check_out(args.out)  # before the work, not after the server has answered
+    except EdgeError as e:
+        raise ServeError(str(e)) from None
     token = read_token(args.token_file) if args.token_file else None
     client = Client(args.run_dir, args.server, token, args.backend, args.export_dir,
-                    "float16" if args.float16 else "float32", device_key=args.device_key)
+                    "float16" if args.float16 else "float32", device_key=args.device_key,
+                    ca_file=args.ca_file, allow_insecure_token=args.allow_insecure_token)
     results = client.infer(args.images, args.head)
-    edge.print_results(args.images, results, args.out)
+    try:
+        edge.print_results(args.images, results, args.out)
+    except EdgeError as e:
+        raise ServeError(str(e)) from None
     return 0
 
 
@@ -48,6 +56,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "image again sends the same z and averaging repeats gains the server nothing (make the key "
                    "once on the device with `privsplit keygen FILE`; it never leaves it)")
     p.add_argument("--out", metavar="FILE.json", help="write the results as JSON instead of printing")
+    p.add_argument("--ca-file", metavar="FILE.pem",
+                   help="trust this certificate (or CA) for an https:// server with a self-signed certificate")
+    p.add_argument("--allow-insecure-token", action="store_true",
+                   help="send the token over plain http:// to a non-loopback host anyway: anyone on the network "
+                   "path can read and replay it")
     p.set_defaults(func=cmd_infer)
 
 

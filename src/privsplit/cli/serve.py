@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 
 from ..errors import PrivsplitError
 from ..serve.server import (
@@ -36,18 +37,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = uvicorn_config(
         app, args.host, args.port, header_timeout=args.header_timeout, keep_alive=args.keep_alive,
         max_connections=args.max_connections, log_level=args.log_level, access_log=args.log_level == "debug",
+        tls_cert=args.tls_cert, tls_key=args.tls_key,
     )
     net: TaskNetwork = app.state.task_network
+    sock = listen(args.host, args.port)
+    scheme = "https" if args.tls_cert else "http"
     print(
         f"serving {args.run_dir} ({net.identity['method']}, {net.identity['backbone']} split {net.identity['split']}, "
-        f"z {tuple(net.z_shape)}, heads {', '.join(net.info)}) on http://{args.host}:{args.port} "
+        f"z {tuple(net.z_shape)}, heads {', '.join(net.info)}) on {scheme}://{args.host}:{args.port} "
         f"({'bearer token required' if token else 'no token: loopback only'}; timeouts: header "
         f"{args.header_timeout:g} s, body {args.body_timeout:g} s, keep-alive {args.keep_alive:g} s; "
         f"at most {args.max_connections} connections)",
         flush=True,
     )
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a port in use is one privsplit
+    line (uvicorn would log its own error and exit)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise PrivsplitError(f"cannot listen on {host}:{port}: {host!r} is not an address of this machine ({e.strerror})") from None
+    family, _, _, _, address = infos[0]
+    try:
+        return socket.create_server(address, family=family, backlog=2048)
+    except OSError as e:
+        hint = "choose another --port or stop what uses it" if e.errno in (98, 48, 10048) else "check --host and --port"
+        raise PrivsplitError(f"cannot listen on {host}:{port} ({e.strerror}): {hint}") from None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -71,6 +90,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="close an idle connection after this (default %(default)g)")
     p.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
                    help="most open connections; one more gets 503 (default %(default)d)")
+    p.add_argument("--tls-cert", metavar="FILE.pem",
+                   help="serve HTTPS with this certificate (PEM; with --tls-key): the token and every z are "
+                   "encrypted on the wire. Clients verify it (--ca-file for a self-signed one)")
+    p.add_argument("--tls-key", metavar="FILE.pem", help="the certificate's private key (PEM, not encrypted)")
     p.add_argument("--threads", type=int, help="torch threads for the heads (default: torch's)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)

@@ -35,6 +35,8 @@ class Client:
             first, or ``export_dir``).
         export_dir: folder of the ONNX export (default ``RUN_DIR/export``).
         dtype: ``"float32"`` or ``"float16"`` on the wire.
+        ca_file: trust this certificate (or CA) for an ``https://`` server (self-signed).
+        allow_insecure_token: send ``token`` over plain ``http://`` to a non-loopback host anyway.
         device_key: path of a device key (``privsplit keygen``): random ops draw
             consistently per image (:mod:`privsplit_edge.keyed`), so an image sent
             twice gives the same ``z``; None: fresh randomness at every call.
@@ -58,6 +60,8 @@ class Client:
         dtype: str = "float32",
         timeout: float = 60.0,
         device_key: str | Path | None = None,
+        ca_file: str | Path | None = None,
+        allow_insecure_token: bool = False,
     ) -> None:
         if backend not in BACKENDS:
             raise ServeError(f"unknown backend {backend!r}; valid choices: {', '.join(BACKENDS)}")
@@ -70,7 +74,7 @@ class Client:
         self._server: dict[str, Any] | None = None
         try:
             self.key = load_key(device_key) if device_key is not None else None
-            self.http = edge.Http(server_url, token, timeout)
+            self.http = edge.Http(server_url, token, timeout, ca_file, allow_insecure_token)
             if backend == "torch":
                 from ..run import load_run
 
@@ -79,7 +83,8 @@ class Client:
                 folder = Path(export_dir) if export_dir else self.run_dir / "export"
                 if not (folder / "obfuscator.onnx").is_file():
                     raise ServeError(f"no ONNX export in {folder}: run `privsplit export {self.run_dir} --format onnx` first")
-                self.edge = edge.EdgeClient(folder, server_url, token, dtype, timeout=timeout, device_key=device_key)
+                self.edge = edge.EdgeClient(folder, server_url, token, dtype, timeout=timeout, device_key=device_key,
+                                            ca_file=ca_file, allow_insecure_token=allow_insecure_token)
                 diff = identity_mismatches(self.identity, self.edge.identity)
                 if diff:
                     raise ServeError(f"the ONNX export in {folder} is from another run ({'; '.join(diff)}); export again")
@@ -138,7 +143,8 @@ def _as_numpy(images: Any, size: int) -> np.ndarray:
         for im in images:
             if isinstance(im, (str, Path)):
                 if not Path(im).is_file():
-                    raise ServeError(f"image {im} does not exist")
+                    kind = "is a folder, not an image file" if Path(im).is_dir() else "does not exist"
+                    raise ServeError(f"image {im} {kind}")
                 try:
                     im = open_image(Path(im), size)
                 except OSError as e:

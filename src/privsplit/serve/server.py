@@ -26,11 +26,34 @@ serve`` flags, see :func:`uvicorn_config`):
   else 408 and close; any answer sent before the body has fully arrived
   (401, 404, 408, 413, ...) closes the connection;
 * an idle kept-alive connection is closed after ``--keep-alive`` seconds;
-* at most ``--max-connections`` connections are open: one more is answered 503
-  and closed at once, before its request is read.
+* at most ``--max-connections`` connections are open, and a connection that
+  has not yet sent a complete request head with a valid token (an
+  *unproven* one) cannot hold a slot against a newcomer: when the cap is
+  reached, a new connection takes the slot of the oldest unproven connection
+  of the peer address that holds the most unproven ones (that one is answered
+  503 and closed). Only when every slot is held by a proven connection (one
+  that sent an authenticated request; without a token, any complete request)
+  is the newcomer answered 503 and closed before its request is read.
 
-Every refused or cut-off client costs one warning line in the log, never a
-traceback.
+Why this shape: the cap is checked before any token can be read, so a cap
+that refuses newcomers lets one machine with no token hold every slot with
+silent sockets, reopening each as the header timeout closes it. A per-address
+limit alone does not help behind a NAT or on one host (a valid client shares
+the address), and a shorter header timeout only shortens each hold. With
+eviction an attacker's sockets only ever push out each other (or, for a
+moment, a newcomer that has not sent its head yet: a valid client sends it at
+once, and the newest connection is evicted last); a proven client is never
+pushed out.
+
+A request carrying both ``Content-Length`` and ``Transfer-Encoding`` is
+answered 400 and the connection closed (RFC 9112 section 6.1: the two
+disagree about where the body ends, the classic request-smuggling vector).
+
+With ``--tls-cert``/``--tls-key`` the server speaks HTTPS only.
+
+Refused or cut-off clients cost warning lines in the log, never a traceback,
+and at most a few per kind every 10 s: the rest are counted and summed up in
+one line ("... 4995 more in the last 10 s") so a flood cannot fill the disk.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations
@@ -42,6 +65,8 @@ import ipaddress
 import json
 import logging
 import math
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +84,49 @@ DEFAULT_BODY_TIMEOUT = 10.0  # seconds for the whole body of one request
 DEFAULT_HEADER_TIMEOUT = 10.0  # seconds for the request line and headers
 DEFAULT_KEEP_ALIVE = 5.0  # seconds an idle connection stays open
 DEFAULT_MAX_CONNECTIONS = 100
+LOG_WINDOW = 10.0  # seconds: each kind of warning is written in full a few times per window, then counted
+LOG_FULL_LINES = 5
 
 # uvicorn's server log: our lines look like its own and follow --log-level.
 log = logging.getLogger("uvicorn.error")
+
+
+class LogLimiter:
+    """Warnings of one kind (``"refused"``, ``"header timeout"``...) are written in
+    full :data:`LOG_FULL_LINES` times per :data:`LOG_WINDOW` seconds; the rest are
+    counted and written as one line when the window ends, so a client that is
+    refused 5,000 times costs a handful of lines, not 5,000.
+
+    Runs on the server's event loop (not thread-safe; it does not need to be).
+    """
+
+    def __init__(self, window: float | None = None, full: int | None = None) -> None:
+        self.window = LOG_WINDOW if window is None else window
+        self.full = LOG_FULL_LINES if full is None else full
+        self.started: dict[str, float] = {}
+        self.shown: Counter[str] = Counter()
+        self.held: Counter[str] = Counter()
+
+    def warn(self, kind: str, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self.started.get(kind, -math.inf) >= self.window:
+            self.flush(kind)
+            self.started[kind], self.shown[kind] = now, 0
+        if self.shown[kind] < self.full:
+            self.shown[kind] += 1
+            log.warning(msg, *args)
+            return
+        if not self.held[kind]:  # the first one held back in this window: sum up when it ends
+            try:
+                asyncio.get_running_loop().call_later(self.started[kind] + self.window - now, self.flush, kind)
+            except RuntimeError:  # no loop (called from a thread): summed up at the next warning of this kind
+                pass
+        self.held[kind] += 1
+
+    def flush(self, kind: str) -> None:
+        if self.held[kind]:
+            log.warning("%s: %d more in the last %g s (not logged one by one)", kind, self.held[kind], self.window)
+            self.held[kind] = 0
 
 
 class TaskNetwork:
@@ -78,6 +143,7 @@ class TaskNetwork:
         from ..config import load_config
         from ..data.base import TaskInfo
         from ..methods import build_method
+        from ..run import recorded_digest
         from ..train.checkpoint import load_weights, read_weights
 
         rd = Path(run_dir)
@@ -93,12 +159,38 @@ class TaskNetwork:
         heads = nn.ModuleDict(
             {h["name"]: method.server_head(info, len(h["labels"])) for h in self.identity["heads"]}
         )
-        load_weights(heads, read_weights(rd / "heads.safetensors"), str(rd / "heads.safetensors"))
+        weights = rd / "heads.safetensors"
+        load_weights(heads, read_weights(weights, recorded_digest(rd, weights.name)), str(weights))
         self.heads = heads.to(device).eval()
         self.device = torch.device(device)
         self.z_shape = tuple(self.identity["z_shape"])
         self.info = {h["name"]: h for h in self.identity["heads"]}
         self.default_head = self.identity["heads"][0]["name"]
+        self._dry_run(rd)
+
+    @torch.inference_mode()
+    def _dry_run(self, rd: Path) -> None:
+        """One forward of a zero ``z`` through every head: ``run.json`` states the
+        shape clients will send, and a shape the heads cannot take (an edited or
+        damaged ``run.json``) must stop the server at start, not answer 500 later."""
+        shape = self.z_shape
+        if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 1 << 16 for d in shape) \
+                or math.prod(shape) > 1 << 26:
+            raise PrivsplitError(f"{rd / 'run.json'} states z_shape {list(shape)}, which is no representation shape: "
+                                 "the run folder is damaged; restore run.json or train again")
+        z = torch.zeros(1, *shape, device=self.device)
+        for name, head in self.heads.items():
+            classes = len(self.info[name]["labels"])
+            try:
+                out = head(z)
+                problem = None if tuple(out.shape) == (1, classes) else f"it gives {tuple(out.shape)}, not (1, {classes})"
+            except Exception as e:  # noqa: BLE001 - any failure means the stated shape is wrong; say so in one line
+                problem = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            if problem:
+                raise PrivsplitError(
+                    f"{rd / 'run.json'} states z_shape {list(shape)}, but head {name!r} cannot take it ({problem}): "
+                    "run.json was edited or belongs to another run; restore it or train again"
+                )
 
     @torch.inference_mode()
     def predict(self, z: np.ndarray, head: str | None = None) -> dict[str, Any]:
@@ -167,6 +259,7 @@ def create_app(
         limit = max_body_bytes
     expected = expected_message(net.z_shape, max_batch)
     secret = token.encode() if token else None
+    logs = LogLimiter()
     app = FastAPI(title="privsplit task network", version=API, docs_url=None, redoc_url=None, openapi_url=None)
 
     def error(status: int, message: str, exp: dict | None = None, headers: dict | None = None) -> JSONResponse:
@@ -181,7 +274,7 @@ def create_app(
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
         # compare_digest takes the same time wherever the first difference is.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), secret):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode("latin-1"), secret):
             return error(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
                          headers={"WWW-Authenticate": "Bearer"})
         return None
@@ -233,12 +326,13 @@ def create_app(
             # uvicorn has no body timeout: the whole body must arrive by this deadline.
             complete = await asyncio.wait_for(receive(), body_timeout)
         except asyncio.TimeoutError:
-            log.warning("client %s sent %d of %s body bytes in %g s: answered 408", who, len(body), declared or "?",
-                        body_timeout)
+            logs.warn("body timeouts", "client %s sent %d of %s body bytes in %g s: answered 408", who, len(body),
+                      declared or "?", body_timeout)
             return error(408, f"the request body did not arrive within {body_timeout:g} s "
                          f"({len(body)} of {declared or 'unknown'} bytes came)", headers={"Connection": "close"})
         except ClientDisconnect:
-            log.warning("client %s went away mid-body (%d of %s bytes came)", who, len(body), declared or "?")
+            logs.warn("clients gone mid-body", "client %s went away mid-body (%d of %s bytes came)", who, len(body),
+                      declared or "?")
             return error(400, "client went away mid-body")  # nobody reads it
         if not complete:
             return error(413, too_big, expected, {"Connection": "close"})
@@ -250,6 +344,7 @@ def create_app(
 
     app.state.task_network = net
     app.state.infer_requests = 0
+    app.state.secret = secret  # the connection layer tells proven clients from the rest (uvicorn_config)
     return app
 
 
@@ -312,29 +407,80 @@ def _raw_response(status: int, message: str) -> bytes:
     return head.encode() + body
 
 
-def _protocol(header_timeout: float, max_connections: int) -> type:
-    """uvicorn's h11 protocol plus a header deadline, a cap on open connections,
-    and no keep-alive after answering a request whose body has not fully arrived."""
+def _protocol(header_timeout: float, max_connections: int, secret: bytes | None) -> type:
+    """uvicorn's h11 protocol plus a header deadline, a cap on open connections
+    that unproven connections cannot hold (see the module docstring), a refusal
+    of requests with both Content-Length and Transfer-Encoding, and no
+    keep-alive after answering a request whose body has not fully arrived."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     busy = _raw_response(503, f"server busy: {max_connections} connections open; try again later")
+    evicted = _raw_response(503, "server busy: this connection sent no request in time and made room for another; "
+                                 "send the request right after connecting")
     late = _raw_response(408, f"the request head did not arrive within {header_timeout:g} s")
+    smuggled = _raw_response(400, "a request may carry Content-Length or Transfer-Encoding, not both (RFC 9112 "
+                                  "section 6.1); the connection is closed")
+    logs = LogLimiter()
 
     class Protocol(H11Protocol):
         header_timer: asyncio.TimerHandle | None = None
+        proven = False  # sent a complete request head with a valid token (without a token: any complete head)
+        opened = 0.0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            if len(self.connections) >= max_connections:
+            live = [c for c in self.connections if not c.transport.is_closing()]
+            if len(live) >= max_connections and not self.make_room(live):
                 self.transport = transport  # connection_lost needs it
-                log.warning("refused a connection: %d open (--max-connections)", len(self.connections))
+                logs.warn("refused connections", "refused a connection: %d open, all with a proven client "
+                          "(--max-connections)", len(live))
                 transport.write(busy)
                 transport.close()
                 return
             super().connection_made(transport)
+            self.opened = time.monotonic()
+            self.conn.next_event = self.checked_event(self.conn.next_event)  # type: ignore[method-assign]
             self.start_header_clock()
 
+        def make_room(self, live: list["Protocol"]) -> bool:
+            """Close the oldest unproven connection of the address holding the most
+            of them; False when every open connection is proven."""
+            unproven = [c for c in live if not c.proven]
+            if not unproven:
+                return False
+            per_peer = Counter(c.client[0] if c.client else "?" for c in unproven)
+            peer = per_peer.most_common(1)[0][0]
+            victim = min((c for c in unproven if (c.client[0] if c.client else "?") == peer), key=lambda c: c.opened)
+            logs.warn("made room", "closed an unproven connection from %s (open %.2f s, no authenticated request "
+                      "yet) to make room for a new one (--max-connections %d)", peer,
+                      time.monotonic() - victim.opened, max_connections)
+            if victim.cycle is None or victim.cycle.response_complete:
+                victim.transport.write(evicted)  # no response under way: the client may read why
+            victim.transport.close()
+            return True
+
+        def checked_event(self, next_event: Any) -> Any:
+            def wrapped() -> Any:
+                event = next_event()
+                if isinstance(event, h11.Request):
+                    names = {k.lower() for k, _ in event.headers}
+                    if b"content-length" in names and b"transfer-encoding" in names:
+                        logs.warn("refused smuggling", "client %s sent both Content-Length and Transfer-Encoding: "
+                                  "answered 400 and closed", self.who())
+                        self.transport.write(smuggled)
+                        self.transport.close()
+                        return h11.NEED_DATA  # uvicorn stops reading; nothing of the body is parsed
+                    self.proven = self.proven or secret is None or _bearer_ok(event.headers, secret)
+                return event
+
+            return wrapped
+
+        def who(self) -> str:
+            return "%s:%d" % self.client if self.client else "?"
+
         def data_received(self, data: bytes) -> None:
+            if self.transport.is_closing():
+                return  # refused or cut off: nothing more is read
             super().data_received(data)
             if self.conn.their_state is h11.IDLE:  # a request head is (partly) due
                 self.start_header_clock()
@@ -359,12 +505,21 @@ def _protocol(header_timeout: float, max_connections: int) -> type:
         def header_timed_out(self) -> None:
             self.header_timer = None
             if not self.transport.is_closing():
-                who = "%s:%d" % self.client if self.client else "?"
-                log.warning("client %s sent no complete request head in %g s: answered 408", who, header_timeout)
+                logs.warn("header timeouts", "client %s sent no complete request head in %g s: answered 408",
+                          self.who(), header_timeout)
                 self.transport.write(late)  # no response is under way: the client is still sending its head
                 self.transport.close()
 
     return Protocol
+
+
+def _bearer_ok(headers: Any, secret: bytes) -> bool:
+    """Whether raw request headers carry ``Authorization: Bearer <secret>`` (constant-time compare)."""
+    for name, value in headers:
+        if name.lower() == b"authorization":
+            scheme, _, given = bytes(value).partition(b" ")
+            return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), secret)
+    return False
 
 
 def uvicorn_config(
@@ -377,6 +532,8 @@ def uvicorn_config(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     log_level: str = "warning",
     access_log: bool = False,
+    tls_cert: str | Path | None = None,
+    tls_key: str | Path | None = None,
 ) -> Any:
     """The ``uvicorn.Config`` that serves ``app`` with this server's connection limits.
 
@@ -386,7 +543,11 @@ def uvicorn_config(
     (a client that never sends one still holds a socket). So the HTTP protocol
     is uvicorn's h11 one (pure Python, also where ``httptools`` is installed)
     with a header deadline and a cap on open connections; the body timeout is
-    the endpoint's (:func:`create_app`).
+    the endpoint's (:func:`create_app`). A connection counts as proven once it
+    sent a request head with the app's token (``app.state.secret``).
+
+    ``tls_cert`` and ``tls_key`` (PEM files, both or neither) make it HTTPS;
+    they are loaded here, so a bad pair is a one-line error before binding.
 
     Raises:
         PrivsplitError: a setting is out of range.
@@ -401,10 +562,34 @@ def uvicorn_config(
     if files is not None and max_connections > files - 64:
         raise PrivsplitError(f"--max-connections {max_connections} is over what this process may open "
                              f"(ulimit -n is {files}, some are needed for files): lower it or raise the limit")
+    tls = check_tls(tls_cert, tls_key)
     return uvicorn.Config(
-        app, host=host, port=port, http=_protocol(header_timeout, max_connections), ws="none",
+        app, host=host, port=port, ws="none",
+        http=_protocol(header_timeout, max_connections, getattr(app.state, "secret", None)),
         timeout_keep_alive=keep_alive, log_level=log_level, access_log=access_log,  # type: ignore[arg-type]
+        **({"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls else {}),
     )
+
+
+def check_tls(cert: str | Path | None, key: str | Path | None) -> tuple[Path, Path] | None:
+    """The certificate and key files if they make a usable TLS server context;
+    None when neither is given. Raises a one-line :class:`PrivsplitError` otherwise."""
+    import ssl
+
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise PrivsplitError("--tls-cert and --tls-key go together: give both (the certificate and its private key)")
+    for flag_name, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if not Path(path).is_file():
+            kind = "a folder" if Path(path).is_dir() else "missing"
+            raise PrivsplitError(f"{flag_name} {path} is {kind}: give a PEM file")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(cert), str(key))
+    except (ssl.SSLError, OSError, ValueError) as e:
+        raise PrivsplitError(f"cannot use --tls-cert {cert} with --tls-key {key} ({e}): give a PEM certificate "
+                             "and the private key that belongs to it (not encrypted)") from None
+    return Path(cert), Path(key)
 
 
 class BackgroundServer:
@@ -414,7 +599,8 @@ class BackgroundServer:
         app: the application from :func:`create_app`.
         host: address to bind; loopback by default.
         port: 0 picks a free port; the chosen one is in :attr:`url`.
-        limits: ``header_timeout``, ``keep_alive``, ``max_connections`` as for :func:`uvicorn_config`.
+        limits: ``header_timeout``, ``keep_alive``, ``max_connections``, ``tls_cert``, ``tls_key``
+            as for :func:`uvicorn_config`.
 
     Example:
         >>> with BackgroundServer(create_app("runs/my-run")) as srv:  # doctest: +SKIP
@@ -426,6 +612,7 @@ class BackgroundServer:
 
         self.server = uvicorn.Server(uvicorn_config(app, host, port, **limits))
         self.host = host
+        self.scheme = "https" if limits.get("tls_cert") else "http"
         self.url = ""
 
     def start(self, timeout: float = 30.0) -> "BackgroundServer":
@@ -440,7 +627,7 @@ class BackgroundServer:
                 raise PrivsplitError(f"the server did not start on {self.host} within {timeout:.0f} s")
             time.sleep(0.02)
         port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://{self.host}:{port}"
+        self.url = f"{self.scheme}://{self.host}:{port}"
         return self
 
     def stop(self) -> None:

@@ -1,0 +1,334 @@
+"""Issue 20, hardening second round: each numbered item against the real server on
+127.0.0.1 and real files (run folders, checkpoints, exports, images)."""
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from privsplit.cli import main
+from privsplit.errors import CheckpointError, PrivsplitError
+from privsplit.serve import Client, ServeError
+from privsplit.serve import server as server_module
+from privsplit.serve.protocol import encode_z
+from privsplit.serve.server import BackgroundServer, LogLimiter, create_app
+
+TOKEN = "hardening-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from tests.conftest import TINY
+
+    out = tmp_path_factory.mktemp("hardening") / "run"
+    sets = [*TINY, "model.split=rn18_2", "reduction=[{op: noise, sigma: 0.5}]"]
+    assert main(["train", "--out", str(out), "--no-progress", *sum((["--set", s] for s in sets), [])]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def token_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("token") / "token"
+    path.write_text(TOKEN)
+    return path
+
+
+def body(n=2):
+    z_shape = json.loads(Path(RUN_DIR_CACHE["dir"], "run.json").read_text())["z_shape"]
+    return encode_z(np.random.default_rng(0).normal(size=(n, *z_shape)).astype(np.float32))
+
+
+RUN_DIR_CACHE: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def _remember(run_dir):
+    RUN_DIR_CACHE["dir"] = run_dir
+
+
+def one_line(text):
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in text, text
+    return lines[0]
+
+
+def port_of(url):
+    return int(url.rsplit(":", 1)[1])
+
+
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+# --- 1. no lock-out -------------------------------------------------------------------------------------------
+
+HOSTILE = textwrap.dedent(
+    """
+    import selectors, socket, sys, time
+    port, n, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+    sel = selectors.DefaultSelector()
+    opened = 0
+
+    def open_one():
+        global opened
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=1)
+        except OSError:
+            return
+        s.sendall(b"POST /v1/infer HTTP/1.1\\r\\nHost: x\\r\\nContent-Le")  # half a head, never finished
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+        opened += 1
+
+    for _ in range(n):
+        open_one()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for key, _ in sel.select(timeout=0.05):
+            s = key.fileobj
+            try:
+                data = s.recv(65536)
+            except OSError:
+                data = b""
+            if not data:  # the server closed it: reopen at once
+                sel.unregister(s)
+                s.close()
+                open_one()
+        while len(sel.get_map()) < n and time.monotonic() < end:
+            open_one()
+    print(opened)
+    """
+)
+
+
+@pytest.mark.slow
+def test_hostile_reconnecting_sockets_cannot_lock_out_a_valid_client(run_dir):
+    """50 sockets that never finish a request head, each reopened as soon as the server
+    closes it, against --max-connections 50 (the audit's attack): every authenticated
+    request, on a kept-alive connection and on a fresh connection each, is answered
+    200 within 1 s while the attack runs."""
+    app = create_app(run_dir, TOKEN, max_batch=4)
+    seconds, hostile = 8.0, 50
+    with BackgroundServer(app, max_connections=50, header_timeout=10) as srv:
+        attack = subprocess.Popen([sys.executable, "-c", HOSTILE, str(port_of(srv.url)), str(hostile), str(seconds)],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 5
+            while len(srv.server.server_state.connections) < hostile and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert len(srv.server.server_state.connections) >= hostile - 2  # the slots are full of hostile sockets
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            latencies, statuses = [], []
+            end = time.monotonic() + seconds - 2
+            with httpx.Client(base_url=srv.url, headers=auth, timeout=5) as kept:
+                while time.monotonic() < end:
+                    for send in (lambda: kept.post("/v1/infer", content=body()),  # kept-alive connection
+                                 lambda: httpx.post(f"{srv.url}/v1/infer", content=body(), headers=auth, timeout=5)):
+                        t0 = time.monotonic()
+                        r = send()
+                        latencies.append(time.monotonic() - t0)
+                        statuses.append(r.status_code)
+        finally:
+            out, _ = attack.communicate(timeout=30)
+    reopened = int(out.strip() or 0) - hostile
+    print(f"\n{len(statuses)} valid requests while {hostile} hostile sockets reconnected {reopened} times: "
+          f"{statuses.count(200)} answered 200, max latency {max(latencies):.3f} s, "
+          f"median {sorted(latencies)[len(latencies) // 2]:.3f} s")
+    assert statuses and set(statuses) == {200}, statuses
+    assert max(latencies) < 1.0
+    assert reopened >= len(statuses) // 2  # each fresh valid connection pushed a hostile one out
+
+
+def test_cap_counts_proven_connections_and_evicts_unproven_ones(run_dir):
+    """--max-connections 3: three silent sockets do not keep a fourth client out (the
+    oldest silent one is told 503 and closed); three proven kept-alive connections do."""
+    with BackgroundServer(create_app(run_dir), max_connections=3, header_timeout=10) as srv:
+        port = port_of(srv.url)
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        deadline = time.monotonic() + 5
+        while len(srv.server.server_state.connections) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert httpx.get(f"{srv.url}/v1/health", timeout=3).status_code == 200
+        silent[0].settimeout(3)
+        reply = silent[0].recv(4096)
+        assert reply.startswith(b"HTTP/1.1 503 ") and b"made room" in reply
+        for s in silent:
+            s.close()
+        deadline = time.monotonic() + 5
+        while srv.server.server_state.connections and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proven = []
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", port), timeout=3)
+            s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200 ")  # kept alive: proven
+            proven.append(s)
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+            reply = s.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 503 ") and b"server busy" in reply
+        for s in proven:
+            s.close()
+
+
+def test_a_wrong_token_does_not_prove_a_connection(run_dir):
+    with BackgroundServer(create_app(run_dir, TOKEN), max_connections=1, header_timeout=10) as srv:
+        s = socket.create_connection(("127.0.0.1", port_of(srv.url)), timeout=3)
+        s.sendall(b"GET /v1/model HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong-token-0123456789\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 401 ")
+        r = httpx.get(f"{srv.url}/v1/model", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=3)
+        assert r.status_code == 200  # the unproven connection made room
+        s.close()
+
+
+# --- 2. no smuggling --------------------------------------------------------------------------------------------
+
+
+def test_content_length_with_transfer_encoding_is_400_and_closed(run_dir):
+    app = create_app(run_dir, max_batch=4)
+    with BackgroundServer(app) as srv:
+        hidden = b"GET /v1/model HTTP/1.1\r\nHost: x\r\n\r\n"
+        request = (b"POST /v1/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"0\r\n\r\n" % (5 + len(hidden))) + hidden
+        with socket.create_connection(("127.0.0.1", port_of(srv.url)), timeout=5) as s:
+            s.sendall(request)
+            reply = b""
+            while chunk := s.recv(65536):  # ends when the server closes the connection
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 400 ") and b"not both" in reply
+        assert reply.count(b"HTTP/1.1 ") == 1  # the hidden request was not answered
+        assert app.state.infer_requests == 0
+        assert httpx.post(f"{srv.url}/v1/infer", content=body()).status_code == 200
+
+
+# --- 3. TLS ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 made now (openssl CLI)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command")
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+                   check=True, capture_output=True)
+    return d / "cert.pem", d / "key.pem"
+
+
+def test_tls_server_and_verifying_clients(run_dir, cert, tmp_path, capsys):
+    crt, key = cert
+    images = torch.rand(2, 3, 16, 16)
+    with BackgroundServer(create_app(run_dir, TOKEN, max_batch=4), tls_cert=crt, tls_key=key) as srv:
+        assert srv.url.startswith("https://127.0.0.1:")
+        out = Client(run_dir, srv.url, TOKEN, ca_file=crt).infer(images)
+        assert len(out) == 2 and all("label" in r for r in out)
+        with pytest.raises(ServeError, match="certificate this client does not trust.*--ca-file"):
+            Client(run_dir, srv.url, TOKEN).infer(images)  # the system CAs do not know it
+        with pytest.raises(httpx.HTTPError):  # plain http is not spoken on a TLS port
+            httpx.get(srv.url.replace("https", "http") + "/v1/health", timeout=3)
+        tf = tmp_path / "token"
+        tf.write_text(TOKEN)
+        img = tmp_path / "a.png"
+        from PIL import Image
+
+        Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)).save(img)
+        assert main(["infer", str(run_dir), str(img), "--server", srv.url, "--token-file", str(tf),
+                     "--ca-file", str(crt)]) == 0
+        assert str(img) in capsys.readouterr().out
+
+
+def test_token_never_sent_in_clear_to_another_host():
+    from privsplit_edge.client import Http
+    from privsplit_edge.errors import EdgeError
+
+    with pytest.raises(EdgeError, match="refusing to send the bearer token over plain http to 10.1.2.3.*--allow-insecure"):
+        Http("http://10.1.2.3:8000", TOKEN)
+    Http("http://10.1.2.3:8000", TOKEN, allow_insecure_token=True)  # forced: allowed
+    Http("http://127.0.0.1:8000", TOKEN)  # loopback never leaves the machine
+    Http("https://10.1.2.3:8000", TOKEN)  # encrypted
+    Http("http://10.1.2.3:8000")  # no token, nothing to leak
+
+
+def test_cli_serve_tls_flags(run_dir, cert, tmp_path, capsys):
+    crt, key = cert
+    assert main(["serve", str(run_dir), "--tls-cert", str(crt)]) == 2
+    assert "go together" in one_line(capsys.readouterr().err)
+    assert main(["serve", str(run_dir), "--tls-cert", str(key), "--tls-key", str(crt)]) == 2
+    assert "cannot use --tls-cert" in one_line(capsys.readouterr().err)
+
+
+# --- 4. run.json is checked against the heads ----------------------------------------------------------------
+
+
+def test_edited_z_shape_is_refused_at_start(run_dir, tmp_path, capsys):
+    bad = tmp_path / "run"
+    shutil.copytree(run_dir, bad)
+    record = json.loads((bad / "run.json").read_text())
+    record["z_shape"] = [record["z_shape"][0] + 3, *record["z_shape"][1:]]
+    (bad / "run.json").write_text(json.dumps(record))
+    with pytest.raises(PrivsplitError, match=r"states z_shape .* but head 'task' cannot take it"):
+        create_app(bad)
+    assert main(["serve", str(bad)]) == 2
+    assert "run.json" in one_line(capsys.readouterr().err)
+
+
+# --- 5. refusals are summed up, not logged one by one -----------------------------------------------------------
+
+
+def test_refused_connections_are_aggregated_in_the_log(run_dir, monkeypatch):
+    monkeypatch.setattr(server_module, "LOG_WINDOW", 1.0)
+    log = logging.getLogger("uvicorn.error")  # configured by uvicorn at start: listen after that
+    handler = Records()
+    try:
+        with BackgroundServer(create_app(run_dir), max_connections=1, header_timeout=10) as srv:
+            log.addHandler(handler)
+            port = port_of(srv.url)
+            held = socket.create_connection(("127.0.0.1", port), timeout=3)
+            held.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert held.recv(4096).startswith(b"HTTP/1.1 200 ")  # proven: it keeps its slot
+            for _ in range(300):
+                with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+                    assert s.recv(4096).startswith(b"HTTP/1.1 503 ")
+            time.sleep(1.5)  # the window ends: one line sums up the rest
+            held.close()
+    finally:
+        log.removeHandler(handler)
+    lines = [r.getMessage() for r in handler.records]
+    refused = [ln for ln in lines if "refused" in ln]
+    print(f"\n300 refused connections -> {len(refused)} log lines")
+    assert len(refused) <= 2 * (server_module.LOG_FULL_LINES + 1), lines
+    total = sum(int(ln.split(": ", 1)[1].split()[0]) for ln in refused if "more in the last" in ln)
+    assert total + sum("more in the last" not in ln for ln in refused) == 300
+
+
+def test_log_limiter_counts_the_rest():
+    log = logging.getLogger("uvicorn.error")
+    handler = Records()
+    log.addHandler(handler)
+    try:
+        limiter = LogLimiter(window=0.2, full=2)
+        for i in range(50):
+            limiter.warn("test kind", "event %d", i)
+        time.sleep(0.25)
+        limiter.warn("test kind", "event after")
+    finally:
+        log.removeHandler(handler)
+    lines = [r.getMessage() for r in handler.records]
+    assert lines == ["event 0", "event 1", "test kind: 48 more in the last 0.2 s (not logged one by one)", "event after"]
