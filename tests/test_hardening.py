@@ -332,3 +332,230 @@ def test_log_limiter_counts_the_rest():
         log.removeHandler(handler)
     lines = [r.getMessage() for r in handler.records]
     assert lines == ["event 0", "event 1", "test kind: 48 more in the last 0.2 s (not logged one by one)", "event after"]
+
+
+# --- 14. a port in use -------------------------------------------------------------------------------------------
+
+
+def test_port_in_use_is_one_privsplit_line(run_dir, capsys):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["serve", str(run_dir), "--port", str(port)]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("privsplit serve: error: cannot listen on 127.0.0.1:") and "choose another --port" in line
+
+
+# --- 6, 7. exports: atomic, hashed, verified --------------------------------------------------------------------
+
+
+def flip_a_bit(path, from_end=40):
+    data = bytearray(path.read_bytes())
+    data[-from_end] ^= 1
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "onnx"
+    assert main(["export", str(run_dir), "--out", str(out)]) == 0
+    return out
+
+
+def test_export_records_digests_and_an_interrupted_export_keeps_the_old_files(run_dir, exported, tmp_path):
+    from privsplit.export import export_obfuscator
+    from privsplit.train.checkpoint import file_digest
+
+    manifest = json.loads((exported / "obfuscator.json").read_text())
+    assert manifest["sha256"] == {"obfuscator.onnx": file_digest(exported / "obfuscator.onnx")}
+    assert not [p.name for p in exported.iterdir() if p.name.startswith(".")]  # no temporary left
+    out = tmp_path / "again"
+    shutil.copytree(exported, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (out / ".tmp-obfuscator.onnx").mkdir()  # the temporary name cannot be written: the export fails midway
+    (out / ".tmp-obfuscator.onnx" / "x").write_text("x")
+    with pytest.raises(PrivsplitError):
+        export_obfuscator(run_dir, "onnx", out)
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert after == before  # the model and the manifest that vouches for it are untouched
+
+
+def test_edge_client_verifies_the_onnx_file(run_dir, exported, tmp_path):
+    from privsplit_edge.client import EdgeClient
+    from privsplit_edge.errors import EdgeError
+
+    bad = tmp_path / "bad"
+    shutil.copytree(exported, bad)
+    flip_a_bit(bad / "obfuscator.onnx", from_end=200)
+    with pytest.raises(EdgeError, match=r"obfuscator.onnx is damaged or was replaced"):
+        EdgeClient(bad, "http://127.0.0.1:9")
+    EdgeClient(exported, "http://127.0.0.1:9")  # the intact one loads
+
+
+# --- 11. the edge client on broken files, --out checks, folders for files ------------------------------------
+
+
+def run_edge(*args):
+    return subprocess.run([sys.executable, "-m", "privsplit_edge", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_edge_cli_on_broken_exports_is_one_line(exported, tmp_path):
+    img = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(img)
+    model = (exported / "obfuscator.onnx").read_bytes()
+    manifest = (exported / "obfuscator.json").read_text()
+    no_digest = json.dumps({k: v for k, v in json.loads(manifest).items() if k != "sha256"})
+    cases = {  # name: (obfuscator.onnx bytes, obfuscator.json text, words)
+        "truncated onnx": (model[: len(model) // 2], manifest, "damaged or was replaced"),
+        "random onnx": (os.urandom(4096), manifest, "damaged or was replaced"),
+        "empty onnx": (b"", manifest, "damaged or was replaced"),
+        "truncated onnx, old manifest": (model[: len(model) // 2], no_digest, "is not a readable ONNX model"),
+        "random onnx, old manifest": (os.urandom(4096), no_digest, "is not a readable ONNX model"),
+        "empty onnx, old manifest": (b"", no_digest, "is not a readable ONNX model"),
+        "truncated manifest": (model, manifest[: len(manifest) // 2], "is not a readable export manifest"),
+        "manifest of another shape": (model, '{"files": []}', "is not a complete export manifest"),
+    }
+    for name, (onnx, text, words) in cases.items():
+        d = tmp_path / name.replace(" ", "_").replace(",", "")
+        d.mkdir()
+        (d / "obfuscator.onnx").write_bytes(onnx)
+        (d / "obfuscator.json").write_text(text)
+        r = run_edge("infer", str(d), str(img), "--server", "http://127.0.0.1:9")
+        assert r.returncode == 2, (name, r.stderr)
+        assert words in one_line(r.stderr), (name, r.stderr)
+
+
+def test_out_and_folder_mistakes_are_one_line_before_any_work(run_dir, exported, tmp_path, capsys):
+    img = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(img)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    assert main(["train", "--out", str(a_file), "--set", "train.epochs=1"]) == 2
+    assert "is a file, not a folder" in one_line(capsys.readouterr().err)
+    assert main(["export", str(run_dir), "--out", str(a_file)]) == 2
+    assert "is a file, not a folder" in one_line(capsys.readouterr().err)
+    app = create_app(run_dir)
+    with BackgroundServer(app) as srv:
+        assert main(["infer", str(run_dir), str(img), "--server", srv.url, "--out", str(tmp_path)]) == 2
+        assert "is a folder: give a file name" in one_line(capsys.readouterr().err)
+        assert main(["infer", str(run_dir), str(tmp_path), "--server", srv.url]) == 2
+        assert "is a folder, not an image file" in one_line(capsys.readouterr().err)
+        r = run_edge("infer", str(exported), str(img), "--server", srv.url, "--out", str(tmp_path))
+        assert r.returncode == 2 and "is a folder" in one_line(r.stderr)
+        assert app.state.infer_requests == 0  # refused before anything was sent
+        assert main(["infer", str(run_dir), str(img), "--server", srv.url, "--out", str(tmp_path / "r.json")]) == 0
+        assert json.loads((tmp_path / "r.json").read_text())[0]["image"] == str(img)
+
+
+# --- 7. run folders and checkpoints: digests recorded and verified --------------------------------------------
+
+
+def test_run_weights_are_verified_on_load(run_dir, tmp_path, capsys):
+    from privsplit.run import load_run
+    from privsplit.train.checkpoint import file_digest, load_checkpoint
+
+    record = json.loads((run_dir / "run.json").read_text())
+    names = {p.name for p in run_dir.glob("*.safetensors")}
+    assert {"obfuscator.safetensors", "heads.safetensors"} <= names and set(record["weights_sha256"]) == names
+    assert all(record["weights_sha256"][n] == file_digest(run_dir / n) for n in names)
+    for name in names:
+        bad = tmp_path / name
+        shutil.copytree(run_dir, bad)
+        flip_a_bit(bad / name)
+        with pytest.raises(CheckpointError, match=f"{name} is damaged or was replaced"):
+            load_run(bad)
+    with pytest.raises(PrivsplitError, match="heads.safetensors is damaged"):
+        create_app(tmp_path / "heads.safetensors")
+    assert main(["serve", str(tmp_path / "heads.safetensors")]) == 2
+    assert "heads.safetensors is damaged" in one_line(capsys.readouterr().err)
+    # A checkpoint's weights likewise (meta.json holds their digests).
+    ckpt = tmp_path / "obfuscator.safetensors" / "checkpoints" / "epoch-0001"
+    meta = json.loads((ckpt / "meta.json").read_text())
+    assert set(meta["sha256"]) == {"model.safetensors", "optim.safetensors"}
+    flip_a_bit(ckpt / "model.safetensors")
+    run = load_run(run_dir)
+    with pytest.raises(CheckpointError, match="model.safetensors is damaged or was replaced"):
+        load_checkpoint(ckpt, run.model)
+    # A run folder written before digests were recorded still loads (without the check).
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    del record["weights_sha256"]
+    (old / "run.json").write_text(json.dumps(record))
+    load_run(old)
+    create_app(old)
+
+
+# --- 8. a checkpoint's epoch is checked ----------------------------------------------------------------------
+
+
+def test_tampered_checkpoint_epoch_is_refused(run_dir, tmp_path, capsys):
+    bad = tmp_path / "run"
+    shutil.copytree(run_dir, bad)
+    meta_path = bad / "checkpoints" / "epoch-0001" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["epoch"] = 99
+    meta_path.write_text(json.dumps(meta))
+    assert main(["train", "--resume", str(bad), "--no-progress"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "says epoch 99, but the folder is epoch-0001" in line and "delete this checkpoint folder" in line
+    from privsplit.train.checkpoint import read_meta
+
+    (bad / "checkpoints" / "epoch-0001").rename(bad / "checkpoints" / "epoch-0099")  # name and meta agree now
+    with pytest.raises(CheckpointError, match="of a run planned for 1 epoch"):
+        read_meta(bad / "checkpoints" / "epoch-0099")
+
+
+# --- 9. a failed write is one line naming the path and the last good checkpoint ------------------------------
+
+
+def test_disk_full_while_writing_is_one_line(run_dir, tmp_path, capsys):
+    from privsplit.train.checkpoint import save_weights
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    target = tmp_path / "w.safetensors"
+    (tmp_path / ".w.safetensors.tmp").symlink_to("/dev/full")  # every write there fails with ENOSPC
+    with pytest.raises(CheckpointError, match=r"cannot write .*w.safetensors \(.*No space left on device.*free some disk"):
+        save_weights(target, {"a": torch.zeros(1000)})
+    assert not target.exists()
+    # The same during a resumed run's final files: one line, the last good checkpoint named.
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / ".heads.safetensors.tmp").symlink_to("/dev/full")
+    assert main(["train", "--resume", str(run), "--no-progress", "--set", "train.epochs=2"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert f"cannot write {run / 'heads.safetensors'}" in line
+    assert f"the last good checkpoint is {run / 'checkpoints' / 'epoch-0002'}" in line
+    assert not (run / "run.json").exists()  # not marked finished
+    assert main(["train", "--resume", str(run), "--no-progress", "--set", "train.epochs=2"]) == 0  # space is back
+
+
+# --- 10. one writer per run folder -------------------------------------------------------------------------
+
+
+def test_run_folder_lock(run_dir, tmp_path, capsys):
+    from privsplit.errors import ConfigError
+    from privsplit.lock import LOCK_NAME, FolderLock
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / LOCK_NAME).write_text(json.dumps({"pid": owner.pid, "host": socket.gethostname(), "since": "now"}))
+        assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+        line = one_line(capsys.readouterr().err)
+        assert f"run folder {run} is in use by process {owner.pid} on this host" in line
+    finally:
+        owner.kill()
+        owner.wait()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0  # its owner is gone: taken over
+    assert not (run / LOCK_NAME).exists()  # released at the end
+    with FolderLock(run, "run folder"):
+        with pytest.raises(ConfigError, match="is in use by process"):
+            FolderLock(run, "run folder").acquire()
+    (run / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": "now"}))
+    with pytest.raises(ConfigError, match=f"on host 'elsewhere'.*delete {run / LOCK_NAME}"):
+        FolderLock(run, "benchmark output folder").acquire()

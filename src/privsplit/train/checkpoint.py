@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from ..errors import CheckpointError
@@ -123,8 +123,11 @@ def save_weights(path: Path, module: nn.Module | dict[str, torch.Tensor], metada
     tmp = _tmp(path)
     with writing(path):
         try:
-            save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp), metadata=metadata)
-            digest = file_digest(tmp)
+            # Serialised in memory and written here, so every write error is an OSError of this path.
+            data = save({k: v.detach().contiguous().cpu() for k, v in state.items()}, metadata=metadata)
+            with open(tmp, "wb") as f:
+                f.write(data)
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
