@@ -559,3 +559,52 @@ def test_run_folder_lock(run_dir, tmp_path, capsys):
     (run / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": "now"}))
     with pytest.raises(ConfigError, match=f"on host 'elsewhere'.*delete {run / LOCK_NAME}"):
         FolderLock(run, "benchmark output folder").acquire()
+
+
+# --- 13. bad images in a CIFAR-10 folder ----------------------------------------------------------------------
+
+
+def cifar_folder(root, extra):
+    """A CIFAR-10 image-folder layout with 2 good 32x32 JPEGs per class and split, plus ``extra``."""
+    from PIL import Image
+
+    from privsplit.data.cifar10 import CLASSES
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in CLASSES:
+            (root / split / c).mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(root / split / c / f"{i}.jpg")
+    for name, make in extra.items():
+        make(root / "train" / CLASSES[0] / name)
+
+
+def broken_png(path):
+    from PIL import Image
+
+    Image.fromarray((np.random.default_rng(1).random((32, 32, 3)) * 255).astype(np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IDAT") + 4
+    data[start + 10 : start + 60] = os.urandom(50)  # the compressed pixels, not the chunk layout
+    path.write_bytes(bytes(data))
+
+
+def test_skip_bad_files_leaves_out_and_lists_every_unusable_file(tmp_path):
+    from PIL import Image
+
+    from privsplit.data.base import DataConfig, load_dataset
+    from privsplit.errors import DataError
+
+    extra = {
+        "big.jpg": lambda p: Image.new("RGB", (2000, 1500), (10, 20, 30)).save(p),  # a whole JPEG, too big
+        "small.png": lambda p: Image.new("RGB", (16, 16)).save(p),
+        "broken.png": broken_png,  # header and end marker intact: passes the cheap check, fails to decode
+    }
+    cifar_folder(tmp_path, extra)
+    with pytest.raises(DataError, match=r"3 image file\(s\) .* cannot be used: .*2000x1500 pixels.*skip_bad_files"):
+        load_dataset(DataConfig(name="cifar10", root=str(tmp_path)))
+    with pytest.warns(UserWarning, match="left out 3"):
+        train, test, info = load_dataset(DataConfig(name="cifar10", root=str(tmp_path), skip_bad_files=True))
+    assert len(train) == 20 and len(test) == 20
+    assert sorted(Path(s.split(": ")[0]).name for s in info.skipped) == ["big.jpg", "broken.png", "small.png"]

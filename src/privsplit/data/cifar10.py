@@ -78,17 +78,30 @@ def _read_folder(split_dir: Path, skip_bad: bool) -> tuple[np.ndarray, np.ndarra
         raise DataError(f"no images in {split_dir}; expected {LAYOUT}")
     keep, skipped = screen_files([p for p, _ in files], skip_bad)
     files = [files[j] for j in keep]
-    images = np.empty((len(files), 3, 32, 32), dtype=np.uint8)
-    for j, (p, _) in enumerate(tqdm(files, desc=f"decoding {split_dir.name}", unit="img", leave=False, disable=None)):
+    # Checked one by one as decoded: a file that passed the cheap check may still fail to
+    # decode or have another size. The size comes from the header, before any decoding, so
+    # a huge image is refused without decoding it in full.
+    decoded, labels, bad = [], [], []
+    for p, label in tqdm(files, desc=f"decoding {split_dir.name}", unit="img", leave=False, disable=None):
         try:
             with Image.open(p) as im:
+                if im.size != (32, 32):
+                    bad.append(f"{p}: {im.size[0]}x{im.size[1]} pixels, CIFAR-10 images are 32x32")
+                    continue
                 arr = np.asarray(im.convert("RGB"))
         except (OSError, ValueError, SyntaxError) as e:
-            raise DataError(f"cannot decode image {p} ({e}); replace or remove it") from None
-        if arr.shape != (32, 32, 3):
-            raise DataError(f"{p} is {arr.shape[1]}x{arr.shape[0]}, CIFAR-10 images are 32x32")
-        images[j] = arr.transpose(2, 0, 1)
-    return images, np.array([i for _, i in files], dtype=np.int64), skipped
+            bad.append(f"{p}: cannot be decoded ({e})")
+            continue
+        decoded.append(arr.transpose(2, 0, 1))
+        labels.append(label)
+    if bad and not skip_bad:
+        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise DataError(f"{len(bad)} image file(s) in {split_dir} cannot be used: {shown}. Remove or replace them, "
+                        "or leave them out with --set data.skip_bad_files=true")
+    if not decoded:
+        raise DataError(f"no usable images in {split_dir}; expected {LAYOUT}")
+    images = np.stack(decoded).astype(np.uint8, copy=False)
+    return images, np.array(labels, dtype=np.int64), skipped + bad
 
 
 def _load(cfg: DataConfig, size: int) -> tuple[LabeledImages, LabeledImages]:
