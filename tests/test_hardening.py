@@ -608,3 +608,29 @@ def test_skip_bad_files_leaves_out_and_lists_every_unusable_file(tmp_path):
         train, test, info = load_dataset(DataConfig(name="cifar10", root=str(tmp_path), skip_bad_files=True))
     assert len(train) == 20 and len(test) == 20
     assert sorted(Path(s.split(": ")[0]).name for s in info.skipped) == ["big.jpg", "broken.png", "small.png"]
+
+
+# --- 12. --queries: one bound, no empty items ---------------------------------------------------------------
+
+
+def test_queries_share_one_bound_and_refuse_empty_items(run_dir, capsys):
+    from privsplit.attacks import parse_queries
+    from privsplit.config import MAX_QUERIES, AdversaryConfig, adversary_queries
+    from privsplit.errors import ConfigError
+
+    assert parse_queries(f"1,{MAX_QUERIES},inf")[-2:] == (MAX_QUERIES, float("inf"))
+    for bad, words in {f"{MAX_QUERIES + 1}": f"from 1 to {MAX_QUERIES}", "99999999999": f"from 1 to {MAX_QUERIES}",
+                       "1,,2": "empty item", "1,2,": "empty item", ",": "is empty"}.items():
+        with pytest.raises(ConfigError, match=words):
+            parse_queries(bad)
+    with pytest.raises(ConfigError, match=f"at most {MAX_QUERIES}"):
+        adversary_queries(AdversaryConfig(name="a", queries=MAX_QUERIES + 1))
+    assert main(["evaluate", str(run_dir), "--queries", "1,,2"]) == 2
+    assert "empty item" in one_line(capsys.readouterr().err)
+
+
+def test_evaluate_names_a_file_given_for_a_run(tmp_path, capsys):
+    f = tmp_path / "notes.txt"
+    f.write_text("x")
+    assert main(["evaluate", str(f)]) == 2
+    assert "is a file, not a run folder" in one_line(capsys.readouterr().err)
