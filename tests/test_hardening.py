@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -232,7 +231,7 @@ def cert(tmp_path_factory):
     return d / "cert.pem", d / "key.pem"
 
 
-def test_tls_server_and_verifying_clients(run_dir, cert, tmp_path, capsys):
+def test_tls_server_and_verifying_clients(run_dir, cert, exported, tmp_path, capsys):
     crt, key = cert
     images = torch.rand(2, 3, 16, 16)
     with BackgroundServer(create_app(run_dir, TOKEN, max_batch=4), tls_cert=crt, tls_key=key) as srv:
@@ -252,6 +251,10 @@ def test_tls_server_and_verifying_clients(run_dir, cert, tmp_path, capsys):
         assert main(["infer", str(run_dir), str(img), "--server", srv.url, "--token-file", str(tf),
                      "--ca-file", str(crt)]) == 0
         assert str(img) in capsys.readouterr().out
+        r = run_edge("infer", str(exported), str(img), "--server", srv.url, "--token-file", str(tf), "--ca-file", str(crt))
+        assert r.returncode == 0 and str(img) in r.stdout, r.stderr
+        r = run_edge("infer", str(exported), str(img), "--server", srv.url, "--token-file", str(tf))
+        assert r.returncode == 2 and "does not trust" in one_line(r.stderr)
 
 
 def test_token_never_sent_in_clear_to_another_host():
