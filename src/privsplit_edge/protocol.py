@@ -42,7 +42,10 @@ Errors are JSON ``{"error": "what was wrong", "expected": {...}}`` with status
 timeout), 413 (body larger than the server's limit), 422 (well-formed, but
 wrong shape, dtype, batch size or non-finite values, or values so far outside
 what the obfuscator produces that the network's output is not finite) or 503
-(the server has its maximum number of open connections; try again later).
+(the server's connections are all held by authenticated clients, or this
+connection had sent no complete request and was closed to make room for a
+new one; try again later). A request with both ``Content-Length`` and
+``Transfer-Encoding`` is 400 and its connection closed.
 The server closes connections whose request head or body arrives too slowly
 and idle keep-alive connections (``privsplit serve --help`` lists the limits).
 

@@ -89,7 +89,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-alive", type=float, default=DEFAULT_KEEP_ALIVE, metavar="SECONDS",
                    help="close an idle connection after this (default %(default)g)")
     p.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
-                   help="most open connections; one more gets 503 (default %(default)d)")
+                   help="most open connections (default %(default)d); a new one takes the slot of a connection that "
+                   "has not sent an authenticated request yet, and gets 503 only when all are held by proven clients")
     p.add_argument("--tls-cert", metavar="FILE.pem",
                    help="serve HTTPS with this certificate (PEM; with --tls-key): the token and every z are "
                    "encrypted on the wire. Clients verify it (--ca-file for a self-signed one)")
