@@ -429,8 +429,10 @@ def _protocol(header_timeout: float, max_connections: int, secret: bytes | None)
         opened = 0.0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            live = [c for c in self.connections if not c.transport.is_closing()]
-            if len(live) >= max_connections and not self.make_room(live):
+            live = self.connections
+            if len(live) >= max_connections:  # those being closed do not count
+                live = [c for c in self.connections if not c.transport.is_closing()]
+            if len(live) >= max_connections and not self.make_room(list(live)):
                 self.transport = transport  # connection_lost needs it
                 logs.warn("refused connections", "refused a connection: %d open, all with a proven client "
                           "(--max-connections)", len(live))
