@@ -112,6 +112,11 @@ def test_foreign_and_corrupt_checkpoints_are_refused(tiny, tmp_path):
     with pytest.raises(CheckpointError, match="does not match this model"):
         load_checkpoint(tmp_path / "ck", wider.model)
     (tmp_path / "ck" / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(CheckpointError, match="model.safetensors is damaged or was replaced"):  # meta.json's digest
+        load_checkpoint(tmp_path / "ck", trainer.model)
+    meta = json.loads((tmp_path / "ck" / "meta.json").read_text())
+    del meta["sha256"]  # as written before digests were recorded
+    (tmp_path / "ck" / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         load_checkpoint(tmp_path / "ck", trainer.model)
     (tmp_path / "ck" / "meta.json").write_text('{"format": "something-else"}')

@@ -25,6 +25,7 @@ from typing import Any, Callable
 from .attacks.base import DEFAULT_FAMILIES, query_key
 from .config import shipped_configs
 from .errors import ConfigError, DataError
+from .lock import LOCK_NAME, FolderLock
 
 CONFIG_DIR = shipped_configs()
 
@@ -203,7 +204,7 @@ def check_serves(entry: Entry, cfg) -> None:  # noqa: ANN001
         raise ConfigError(f"{entry.name} ({entry.method}) cannot run on {cfg.data.name}: {e}") from None
 
 
-def _lock(out: Path, record: dict[str, Any]) -> None:
+def _write_record(out: Path, record: dict[str, Any]) -> None:
     """Write ``benchmark.json``, or refuse a folder made for other data or another budget."""
     import json
 
@@ -226,7 +227,7 @@ def _lock(out: Path, record: dict[str, Any]) -> None:
             )
         record["entries"] = list(dict.fromkeys([*old.get("entries", []), *record["entries"]]))
         record["created"] = old.get("created", record["created"])
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()):
         raise ConfigError(f"{out} is not empty and is not a benchmark folder (no benchmark.json); choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     write_json(path, record)
@@ -273,13 +274,7 @@ def run_benchmark(
     """Train and evaluate the chosen methods; write ``benchmark.md``,
     ``results.json`` and ``privacy_utility.png`` into ``out`` and return one
     result per entry (as :func:`privsplit.evaluate.evaluate_run` gives it)."""
-    import json
-
-    from . import report
-    from .attacks import AttackOptions
     from .data import DATASETS
-    from .evaluate import EvalOptions, evaluate_run
-    from .train.checkpoint import write_json, write_text
 
     DATASETS.get(dataset)  # unknown dataset: lists the valid ones
     if budget not in BUDGETS:
@@ -298,8 +293,23 @@ def run_benchmark(
     if odd:  # a config file that sets its own data would make the comparison unfair
         raise ConfigError(f"the configs of {', '.join(odd)} use other data settings than {entries[0].name}'s "
                           f"({settings[odd[0]]} vs {data}); make their data sections agree")
-    _lock(out, {"dataset": dataset, "budget": budget, "settings": b.settings(), "data": data,
-                "entries": [e.name for e in entries], "created": time.strftime("%Y-%m-%d %H:%M:%S")})
+    with FolderLock(out, "benchmark output folder"):  # one benchmark writes a folder at a time
+        _write_record(out, {"dataset": dataset, "budget": budget, "settings": b.settings(), "data": data,
+                    "entries": [e.name for e in entries], "created": time.strftime("%Y-%m-%d %H:%M:%S")})
+        return _run_entries(out, entries, configs, b, data, data_root, lpips_weights, device, progress, log)
+
+
+def _run_entries(out: Path, entries: list[Entry], configs: dict[str, Any], b: Budget, data: dict[str, Any],
+                 data_root: str | None, lpips_weights: str | None, device: str, progress: bool | None,
+                 log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Train and evaluate every entry of the (locked) benchmark folder ``out``; write its tables."""
+    import json
+
+    from . import report
+    from .attacks import AttackOptions
+    from .evaluate import EvalOptions, evaluate_run
+    from .train.checkpoint import write_json, write_text
+
     options = EvalOptions(
         overrides=[f"data.root={data_root}"] if data_root else [],
         attack=AttackOptions(epochs=b.attack_epochs, families=b.families, queries=b.queries),

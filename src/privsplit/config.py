@@ -113,13 +113,19 @@ class AdversaryConfig:
         adversary_queries(self)
 
 
+# The most repeated queries of one image anything averages over: an adversary's
+# ``queries`` and ``privsplit evaluate --queries`` share it (each query is a pass).
+MAX_QUERIES = 100_000
+
+
 def adversary_queries(adv: AdversaryConfig) -> float:
     """An adversary's ``queries`` as a number: a whole number >= 1, or ``math.inf``."""
     q = adv.queries
     if (isinstance(q, str) and q.strip().lower() in ("inf", ".inf", "infinity")) or q == math.inf:
         return math.inf
-    if isinstance(q, bool) or not isinstance(q, int) or not 1 <= q <= 100_000:
-        raise ConfigError(f"adversaries.{adv.name}.queries must be a whole number >= 1 or inf (at most 100000), got {q!r}")
+    if isinstance(q, bool) or not isinstance(q, int) or not 1 <= q <= MAX_QUERIES:
+        raise ConfigError(f"adversaries.{adv.name}.queries must be a whole number >= 1 or inf "
+                          f"(at most {MAX_QUERIES}), got {q!r}")
     return q
 
 

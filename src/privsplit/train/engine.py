@@ -34,11 +34,13 @@ from tqdm import tqdm
 from ..config import Config, adversary_queries, load_config
 from ..data.base import TaskInfo, load_dataset
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
+from ..lock import LOCK_NAME, FolderLock
 from ..methods import Method, SplitModel, build_method
 from ..methods.adversaries import ADVERSARIES
 from ..metrics.accuracy import chance_level
 from .batching import batches, dataset_labels
 from .checkpoint import (
+    append_line,
     checkpoint_dirs,
     load_checkpoint,
     prune_checkpoints,
@@ -157,7 +159,9 @@ class Trainer:
                     f"describe the old setting); start a new run instead. Changeable on resume: "
                     f"{', '.join(sorted(RESUMABLE_CHANGES))}"
                 )
-        elif self.run_dir.exists() and any(self.run_dir.iterdir()):
+        elif self.run_dir.exists() and not self.run_dir.is_dir():
+            raise ConfigError(f"run folder {self.run_dir} is a file, not a folder: choose another --out")
+        elif self.run_dir.exists() and any(p.name != LOCK_NAME for p in self.run_dir.iterdir()):  # a lock: a trainer died
             raise ConfigError(
                 f"run folder {self.run_dir} already exists and is not empty; continue it with "
                 f"`privsplit train --resume {self.run_dir}` or choose another --out"
@@ -225,8 +229,20 @@ class Trainer:
     # Loop ----------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
-        """Train to ``train.epochs``; returns the last epoch's metrics."""
+        """Train to ``train.epochs``; returns the last epoch's metrics.
+
+        The run folder is locked for the whole run (:class:`~privsplit.lock.FolderLock`):
+        a second trainer on it, e.g. a ``--resume`` while this one is alive, is refused."""
         self._setup()
+        lock = FolderLock(self.run_dir, "run folder")
+        if self.dist.main:
+            lock.acquire()
+        try:
+            return self._fit()
+        finally:
+            lock.release()
+
+    def _fit(self) -> dict[str, Any]:
         start = self._prepare_run_dir()
         cfg = self.cfg
         ctx = Context(cfg, self.run_dir, self.model)
@@ -252,8 +268,7 @@ class Trainer:
             metrics = {"epoch": epoch + 1, **train_metrics, **self.evaluate(), "epoch_s": round(time.time() - e0, 2)}
             ctx.metrics = metrics
             if self.dist.main:
-                with open(self.run_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(metrics) + "\n")
+                append_line(self.run_dir / "metrics.jsonl", json.dumps(metrics))
                 save_checkpoint(
                     self.run_dir / "checkpoints" / f"epoch-{epoch + 1:04d}",
                     self.model,
@@ -484,10 +499,12 @@ class Trainer:
         """Write the deployable parts and ``run.json`` (last, so its presence
         means the run finished)."""
         rd = self.run_dir
-        save_weights(rd / "obfuscator.safetensors", self.model.obfuscator)
-        save_weights(rd / "heads.safetensors", self.model.heads)
+        digests = {  # checked by every load (privsplit.run)
+            "obfuscator.safetensors": save_weights(rd / "obfuscator.safetensors", self.model.obfuscator),
+            "heads.safetensors": save_weights(rd / "heads.safetensors", self.model.heads),
+        }
         if len(self.model.adversaries):
-            save_weights(rd / "adversaries.safetensors", self.model.adversaries)
+            digests["adversaries.safetensors"] = save_weights(rd / "adversaries.safetensors", self.model.adversaries)
         chance = {t: chance_level(v) for t, v in dataset_labels(self.test_set).items()}
         write_json(
             rd / "run.json",
@@ -498,6 +515,7 @@ class Trainer:
                 "chance": chance,
                 "task": {"dataset": self.info.dataset, "labels": self.info.labels, "image_shape": list(self.info.image_shape)},
                 "z_shape": list(self.model.obfuscator.z_shape),
+                "weights_sha256": digests,
                 "wall_s_last_session": round(wall_s, 1),
                 "world_size": self.dist.world,
                 "device": str(self.device),
