@@ -36,6 +36,8 @@ ENTROPY_PROXY = "{name: clean, kind: attribute, queries: inf, objective: entropy
 LINEAR_PROXY = "{name: linear, kind: attribute, family: linear, queries: inf, objective: entropy}"
 FLAT_PROXY = "{name: flat, kind: attribute, family: mlp_flat, queries: inf, objective: entropy}"
 
+RN18_4_B128 = ["model.split=rn18_4", "method_args.bottleneck=128", f"adversaries=[{ENTROPY_PROXY}, {LINEAR_PROXY}]"]
+
 # name -> (config, overrides); every setting of ours keeps the shipped rms noise (sigma 4)
 SETTINGS: dict[str, tuple[str, list[str]]] = {
     "robust": ("cifar10_rn18_3_robust", []),
@@ -53,8 +55,18 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
                                                          f"{LINEAR_PROXY[:-1]}, reset_every: 2}}, {FLAT_PROXY}]"]),
     "rn18_4_b128_lam0.15": ("cifar10_rn18_3_robust", ["model.split=rn18_4", "method_args.bottleneck=128",
                                                       f"adversaries=[{ENTROPY_PROXY}, {LINEAR_PROXY}]", "train.lam=0.15"]),
+    "rn18_4_b128_s2": ("cifar10_rn18_3_robust", [*RN18_4_B128, "reduction.0.sigma=2"]),
+    "rn18_4_b128_s1": ("cifar10_rn18_3_robust", [*RN18_4_B128, "reduction.0.sigma=1"]),
+    "rn18_4_b128_s2_lam0.15": ("cifar10_rn18_3_robust", [*RN18_4_B128, "reduction.0.sigma=2", "train.lam=0.15"]),
+    "rn18_4_s2": ("cifar10_rn18_3_robust", ["model.split=rn18_4", "reduction.0.sigma=2",
+                                            f"adversaries=[{ENTROPY_PROXY}, {LINEAR_PROXY}]"]),
     "maxent": ("cifar10_maxent", []),
+    # the other rows of RESULTS.md's "Repeated queries" table, as shipped
+    "ours_rn18_3": ("cifar10_rn18_3", []),
+    "no_noise_rn18_3": ("cifar10_no_noise_rn18_3", []),
+    "disco": ("cifar10_disco", []),
 }
+KEYED = "+key"  # a setting's run deployed with a device key (consistent randomness), e.g. ours_rn18_3+key
 
 
 def setting_config(name: str, args: argparse.Namespace, stage: str):  # noqa: ANN201
@@ -68,8 +80,9 @@ def setting_config(name: str, args: argparse.Namespace, stage: str):  # noqa: AN
 
 
 def run_setting(name: str, args: argparse.Namespace, out: Path, queries: tuple[float, ...]) -> dict:
-    run_dir, eval_dir = out / args.stage / name, out / args.stage / "eval" / name
-    cfg = setting_config(name, args, args.stage)
+    base = name.removesuffix(KEYED)
+    run_dir, eval_dir = out / args.stage / base, out / args.stage / "eval" / name
+    cfg = setting_config(base, args, args.stage)
     t0 = time.time()
     if not (run_dir / "run.json").is_file():
         train(cfg, run_dir, resume=(run_dir / "config.yaml").is_file(), progress=False)
@@ -77,7 +90,7 @@ def run_setting(name: str, args: argparse.Namespace, out: Path, queries: tuple[f
     if (eval_dir / "results.json").is_file():
         return json.loads((eval_dir / "results.json").read_text())
     t1 = time.time()
-    options = EvalOptions(attacks=("attribute",), overrides=[f"data.root={args.data_root}"],
+    options = EvalOptions(attacks=("attribute",), overrides=[f"data.root={args.data_root}"], consistent=name != base,
                           attack=AttackOptions(epochs=args.attack_epochs, queries=queries),
                           latency_repeats=2, progress=False)
     res = json.loads(json.dumps(_jsonable(evaluate_run(run_dir, options, eval_dir))))
@@ -107,7 +120,8 @@ def plot(results: dict[str, dict], path: Path, key: str) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for name, r in results.items():
         p = r["attacks"]["attribute"]["by_queries"][key]["accuracy"]
-        ax.scatter(100 * p, 100 * r["utility"], color="tab:red" if name == "maxent" else "tab:blue")
+        ax.scatter(100 * p, 100 * r["utility"], color="tab:blue" if name.startswith("rn18") or name.startswith("robust")
+                   else "tab:red")
         ax.annotate(name, (100 * p, 100 * r["utility"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel(f"privacy@{key}: best attacker on the 10 classes (%), lower is better")
     ax.set_ylabel("utility: living vs non-living (%)")
@@ -125,7 +139,8 @@ def main() -> None:
     p.add_argument("--stage", choices=("val", "test"), default="val",
                    help="val: train on the pool less the validation share, attack on it; test: train on the pool, "
                    "attack on the test split")
-    p.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of: {', '.join(SETTINGS)}")
+    p.add_argument("--settings", default=",".join(SETTINGS),
+                   help=f"comma-separated, of: {', '.join(SETTINGS)}; NAME{KEYED} evaluates NAME's run with a device key")
     p.add_argument("--limit-train", type=int, default=10000, help="training pool (default 10000)")
     p.add_argument("--limit-test", type=int, default=2000, help="test images, for --stage test (default 2000)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="validation share of the pool (default 0.2)")
@@ -135,7 +150,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = p.parse_args()
     names = [n.strip() for n in args.settings.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SETTINGS]
+    unknown = [n for n in names if n.removesuffix(KEYED) not in SETTINGS]
     if unknown:
         p.error(f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(SETTINGS)}")
     queries = parse_queries(args.queries)
