@@ -14,8 +14,8 @@ from privsplit.metrics import chance_given
 
 
 def test_registry_lists_attacks_and_rejects_unknown():
-    assert ATTACKS.names() == ["attribute", "reconstruction"]
-    with pytest.raises(ConfigError, match="valid choices: attribute, reconstruction"):
+    assert ATTACKS.names() == ["attribute", "inversion", "model_space", "reconstruction"]
+    with pytest.raises(ConfigError, match="valid choices: attribute, inversion, model_space, reconstruction"):
         ATTACKS.get("membership")
 
 

@@ -80,13 +80,39 @@ class EvalOptions:
     log: Callable[[str], None] = print
 
 
-def check_attacks(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """Validate attack names (raises ConfigError listing the valid ones)."""
+def check_attacks(names: list[str] | tuple[str, ...], options: AttackOptions | None = None) -> tuple[str, ...]:
+    """Validate attack names (raises ConfigError listing the valid ones) and,
+    given ``options``, each attack's own options, before any work."""
     if not names:
         raise ConfigError(f"name at least one attack; valid choices: {', '.join(ATTACKS.names())}")
     for n in names:
         ATTACKS.get(n)
+        if options is not None:
+            ATTACKS.get(n).check(options)
     return tuple(names)
+
+
+# Which way each image metric moves as a reconstruction improves (True: higher is closer).
+CLOSER_IS_HIGHER = {"mse": False, "l1": False, "ssim": True, "ms_ssim": True, "psnr": True, "lpips": False,
+                    "st_lpips": False}
+
+
+def worst_case_reconstruction(attacks: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The reconstruction privacy: at each number of queries and for each image
+    metric, the best value any image reconstruction attack reached, and which one
+    (``{"1": {"ssim": {"value": .., "attacker": "inversion"}, ...}, ...}``); a metric no
+    attack could compute is left out. Privacy is only as good as the strongest attacker."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, a in attacks.items():
+        if not ATTACKS.get(name).reconstructs:
+            continue
+        for q, res in (a.get("by_queries") or {"1": a}).items():
+            for metric, higher in CLOSER_IS_HIGHER.items():
+                v = res["metrics"].get(metric)
+                best = out.setdefault(q, {}).get(metric)
+                if v is not None and (best is None or (v > best["value"] if higher else v < best["value"])):
+                    out[q][metric] = {"value": v, "attacker": name}
+    return out
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:
@@ -202,12 +228,13 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None, out_di
     from . import report
 
     options = options or EvalOptions()
-    attacks = check_attacks(options.attacks)
+    attacks = check_attacks(options.attacks, options.attack)
     run_dir = Path(run_dir)
     read_run_record(run_dir)  # a clear error for an unfinished run, before any work
     out = Path(out_dir) if out_dir is not None else run_dir / "eval"
-    lpips = load_lpips(options.lpips_weights) if "reconstruction" in attacks else None
-    st_lpips = load_st_lpips() if "reconstruction" in attacks else None
+    reconstructs = any(ATTACKS.get(a).reconstructs for a in attacks)
+    lpips = load_lpips(options.lpips_weights) if reconstructs else None
+    st_lpips = load_st_lpips() if reconstructs else None
     t0 = time.time()
     torch.manual_seed(options.seed)
     run = load_run(run_dir, parts=("obfuscator", "heads"), device=resolve_device(options.device))
@@ -249,6 +276,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None, out_di
     results["privacy_by_queries"] = {k: v["accuracy"] for k, v in attr["by_queries"].items()} if attr else {}
     results["delta_by_queries"] = {k: results["utility"] - v for k, v in results["privacy_by_queries"].items()}
     results["proxy_gap"] = proxy_gap(run, attr)
+    results["reconstruction_privacy"] = worst_case_reconstruction(results["attacks"])
     results["cost"] = client_cost(run.model.obfuscator.cpu(), tuple(data.info.image_shape), options.latency_repeats,
                                   options.latency_threads)
     results["lpips_weights"] = lpips.source if lpips else None
@@ -305,7 +333,7 @@ def evaluate_runs(paths: list[str | Path], options: EvalOptions | None = None, o
     from . import report
 
     options = options or EvalOptions()
-    check_attacks(options.attacks)
+    check_attacks(options.attacks, options.attack)
     runs = find_runs(paths)
     for r in runs:
         read_run_record(r)  # fail on an unfinished run before spending time on the others
@@ -337,4 +365,5 @@ def _version() -> str:
 
 
 __all__ = ["EvalOptions", "DEFAULT_ATTACKS", "evaluate_run", "evaluate_runs", "find_runs", "load_eval_data", "encode",
-           "check_attacks", "quick_privacy"]
+           "check_attacks", "quick_privacy",
+           "worst_case_reconstruction"]

@@ -51,7 +51,65 @@ def verdict_lines(r: dict[str, Any]) -> list[str]:
             f"reconstruction attack: SSIM {m['ssim']:.3f} vs mean image {b['ssim']:.3f}, "
             f"PSNR {_num(m['psnr'], '{:.2f}')} vs {_num(b['psnr'], '{:.2f}')} dB -> {rec['verdict']}"
         )
+    for _, a in image_attacks(r):
+        m, b = a["metrics"], a["mean_image_baseline"]
+        lines.append(f"{a['label']}: SSIM {m['ssim']:.3f} vs mean image {b['ssim']:.3f}, "
+                     f"PSNR {_num(m['psnr'], '{:.2f}')} vs {_num(b['psnr'], '{:.2f}')} dB -> {a['verdict']}")
+    worst = r.get("reconstruction_privacy", {}).get("1")
+    if worst and len([n for n, a in r["attacks"].items() if "mean_image_baseline" in a]) > 1:
+        lines.append("reconstruction privacy (worst case over attackers, 1 query): " + _worst_text(worst))
     return lines
+
+
+def image_attacks(r: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The image reconstruction attacks other than the decoder (inversion, model-space, ...):
+    results with a mean-image baseline and a label."""
+    return [(n, a) for n, a in r["attacks"].items() if n != "reconstruction" and "mean_image_baseline" in a and "label" in a]
+
+
+# The image metrics in the order the tables give them, with their number format.
+IMAGE_METRICS = (("mse", "MSE", "{:.2f}"), ("l1", "L1", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("ms_ssim", "MS-SSIM", "{:.4f}"),
+                 ("psnr", "PSNR", "{:.2f}"), ("lpips", "LPIPS", "{:.4f}"), ("st_lpips", "ST-LPIPS", "{:.4f}"))
+
+
+def _worst_text(worst: dict[str, dict[str, Any]]) -> str:
+    return ", ".join(f"{label} {_num(worst[k]['value'], fmt)} ({worst[k]['attacker']})"
+                     for k, label, fmt in IMAGE_METRICS if k in worst)
+
+
+def worst_case_markdown(r: dict[str, Any]) -> list[str]:
+    """The reconstruction privacy table: per number of queries and metric, the best attacker's value and its name."""
+    worst = r.get("reconstruction_privacy") or {}
+    if not worst:
+        return []
+    metrics = [(k, label, fmt) for k, label, fmt in IMAGE_METRICS if any(k in w for w in worst.values())]
+    md = ["", "## Reconstruction privacy: the worst case over attackers", "",
+          "At each number of queries and for each metric, the closest any reconstruction attack came "
+          f"({', '.join(n for n, a in r['attacks'].items() if 'mean_image_baseline' in a)}), and which one.", "",
+          "| queries | " + " | ".join(label for _, label, _ in metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for q, w in worst.items():
+        md.append(f"| {q} | " + " | ".join(f"{_num(w[k]['value'], fmt)} ({w[k]['attacker']})" if k in w else "n/a"
+                                           for k, _, fmt in metrics) + " |")
+    return md
+
+
+def image_attack_markdown(name: str, a: dict[str, Any]) -> list[str]:
+    """One optimisation attack's section: every metric at each number of queries beside the mean image."""
+    by = distinct_queries(a)
+    b = a["mean_image_baseline"]
+    md = ["", f"## {a['label'][0].upper() + a['label'][1:]} (`{name}`)", "", f"Assumes {a['assumes']}.", "",
+          "| metric | " + " | ".join(f"{q} quer{'y' if q == '1' else 'ies'}" for q in by) + " | mean training image (no z) |",
+          "|---|" + "---|" * (len(by) + 1)]
+    for k, label, fmt in IMAGE_METRICS:
+        md.append(f"| {label} | " + " | ".join(_num(v["metrics"].get(k), fmt) for v in by.values()) + f" | {_num(b.get(k), fmt)} |")
+    st = a["settings"]
+    md += ["", f"- {a['note']}",
+           f"- Adam, at most {st['steps']} steps per batch of {st['batch_size']} images, lr {st['lr']:g}, TV weight "
+           f"{st['tv_weight']:g}; {st['stop']}; steps run: "
+           + "; ".join(f"{q}: {', '.join(map(str, v['steps_run']))}" for q, v in by.items())]
+    if a.get("grid"):
+        md += ["", f"![originals (top) and reconstructions (bottom)]({a['grid']})"]
+    return md
 
 
 def _by_queries(a: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -101,6 +159,12 @@ def warnings(r: dict[str, Any]) -> list[str]:
                     f"reconstruction decoder{_at(q, len(qs) > 1)} had not converged (training loss still falling at epoch "
                     f"{len(res['train_loss'])}, and test MSE lowest at the last epoch); rerun with more --attack-epochs"
                 )
+    for _, a in image_attacks(r):
+        qs = distinct_queries(a)
+        for q, res in qs.items():
+            if not res["converged"]:
+                out.append(f"{a['label']}{_at(q, len(qs) > 1)} used every step ({a['settings']['steps']}) with its objective "
+                           "still falling; rerun with more --inversion-steps")
     return out
 
 
@@ -138,6 +202,14 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
         lines.append(f"  reconstruction: MSE {m['mse']:.1f}, L1 {m['l1']:.2f} (0-255), SSIM {m['ssim']:.3f}, "
                      f"MS-SSIM {_num(m['ms_ssim'], '{:.3f}')}, PSNR {_num(m['psnr'], '{:.2f}')} dB, LPIPS {_num(m['lpips'], '{:.3f}')}, "
                      f"ST-LPIPS {_num(m.get('st_lpips'), '{:.3f}')}")
+    for _, a in image_attacks(r):
+        m = a["metrics"]
+        lines.append(f"  {a['label']}: " + ", ".join(f"{label} {_num(m[k], fmt)}" for k, label, fmt in IMAGE_METRICS
+                                                     if m.get(k) is not None))
+    worst = r.get("reconstruction_privacy") or {}
+    if len([n for n, a in r["attacks"].items() if "mean_image_baseline" in a]) > 1:
+        for q, w in worst.items():
+            lines.append(f"  reconstruction privacy at {q} quer{'y' if q == '1' else 'ies'} (worst case): {_worst_text(w)}")
     c = r["cost"]
     lat = c["latency_ms_cpu_batch1"]
     lines.append(f"  client: {c['gflops']:.3f} GFLOPs, {c['memory_mb']:.2f} MB, {c['bytes_per_sample_float32']} bytes/sample "
@@ -210,6 +282,9 @@ def run_markdown(r: dict[str, Any]) -> str:
                f"training MSE {_num(rec['train_loss'][-1] if rec['train_loss'] else None)} (0-1 scale)"]
         if rec.get("grid"):
             md += ["", f"![originals (top) and reconstructions (bottom)]({rec['grid']})"]
+    for name, a in image_attacks(r):
+        md += image_attack_markdown(name, a)
+    md += worst_case_markdown(r)
     c = r["cost"]
     md += ["", "## Client cost (obfuscator)", "", "| GFLOPs | memory (MB) | bytes/sample float32 | float16 | image uint8 | "
            "CPU latency, batch 1 |", "|---|---|---|---|---|---|",

@@ -5,9 +5,12 @@ and ``privsplit attack --attack`` look names up here.
 """
 
 from .base import ATTACKS, DEFAULT_QUERIES, Attack, AttackOptions, EvalData, parse_queries, query_key
-from . import attribute, reconstruction  # noqa: F401  (registers them)
+from . import attribute, inversion, model_space, reconstruction  # noqa: F401  (registers them)
 from .attribute import FAMILIES, FAMILY_NAMES, AttributeAttack, knn_attack, train_attacker
+from .inversion import InversionAttack, InversionSettings, invert
+from .model_space import ModelSpaceAttack, invert_model_space
 from .reconstruction import ReconstructionAttack
 
 __all__ = ["ATTACKS", "DEFAULT_QUERIES", "Attack", "AttackOptions", "AttributeAttack", "EvalData", "FAMILIES", "FAMILY_NAMES",
-           "ReconstructionAttack", "knn_attack", "parse_queries", "query_key", "train_attacker"]
+           "InversionAttack", "InversionSettings", "ModelSpaceAttack", "ReconstructionAttack", "invert",
+           "invert_model_space", "knn_attack", "parse_queries", "query_key", "train_attacker"]

@@ -9,7 +9,7 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
-from ..config import Config
+from ..config import MAX_QUERIES, Config
 from ..data.base import TaskInfo
 from ..errors import ConfigError
 from ..registry import Registry
@@ -30,19 +30,23 @@ def query_key(k: Query) -> str:
 def parse_queries(text: str | list[Any] | tuple[Any, ...]) -> tuple[Query, ...]:
     """``"1,16,inf"`` -> ``(1, 16, inf)``, sorted, with 1 always included (the headline figure).
 
-    Raises :class:`ConfigError` on anything but positive whole numbers and ``inf``."""
+    Raises :class:`ConfigError` on anything but whole numbers from 1 to
+    :data:`~privsplit.config.MAX_QUERIES` and ``inf``, and on an empty item (``1,,2``)."""
     items = [str(t).strip() for t in (text.split(",") if isinstance(text, str) else text)]
-    items = [t for t in items if t]
-    if not items:
+    if not any(items):
         raise ConfigError("--queries is empty; give numbers of repeated queries, e.g. 1,16,inf")
+    if not all(items):
+        raise ConfigError(f"--queries {text if isinstance(text, str) else ','.join(map(str, text))!r} has an empty "
+                          "item (two commas, or one at an end); give e.g. 1,16,inf")
     out: set[Query] = set()
     for t in items:
         if t.lower() in ("inf", "infinity"):
             out.add(math.inf)
             continue
-        if not t.isdigit() or int(t) < 1:
+        if not t.isdigit() or not 1 <= int(t) <= MAX_QUERIES:
             raise ConfigError(
-                f"--queries takes whole numbers >= 1 and 'inf' (the noise-free limit), comma-separated; got {t!r}"
+                f"--queries takes whole numbers from 1 to {MAX_QUERIES} and 'inf' (the noise-free limit), "
+                f"comma-separated; got {t!r}"
             )
         out.add(int(t))
     return tuple(sorted(out | {1}))
@@ -193,6 +197,9 @@ class AttackOptions:
             (below the best of the earlier epochs) that flags an attacker as not converged.
         augment: randomly mirror spatial ``z`` left-right while training attribute
             attackers (features of a mirrored image are close to mirrored features).
+        inversion_steps, inversion_lr, inversion_tv: most Adam steps per batch, learning
+            rate (pixels in [0, 1]) and total-variation prior weight of the inversion and
+            model-space attacks (see :mod:`privsplit.attacks.inversion`; measured on no_noise).
         out_dir: where attacks write files (reconstruction grid).
         progress: show progress bars (None: only on a terminal).
         log: where progress lines go.
@@ -208,6 +215,9 @@ class AttackOptions:
     fresh_draws: bool = True
     converge_margin: float = 0.01
     augment: bool = False
+    inversion_steps: int = 400
+    inversion_lr: float = 0.1
+    inversion_tv: float = 0.03
     out_dir: Path | None = None
     progress: bool | None = None
     log: Callable[[str], None] = print
@@ -219,6 +229,13 @@ class Attack:
 
     name: ClassVar[str]
     needs_images: ClassVar[bool] = False
+    # An image reconstruction (scored with the image metrics beside the mean training
+    # image): the reported reconstruction privacy is the worst case over these.
+    reconstructs: ClassVar[bool] = False
+
+    @classmethod
+    def check(cls, options: "AttackOptions") -> None:
+        """Raise :class:`ConfigError` on options this attack cannot run with, before any work."""
 
     def run(self, data: EvalData, options: AttackOptions) -> dict[str, Any]:
         raise NotImplementedError

@@ -35,6 +35,7 @@ class ReconstructionAttack(Attack):
 
     name = "reconstruction"
     needs_images = True
+    reconstructs = True
     # The attacker's decoder (see Decoder); benchmarks/reconstruction_attackers.py compares others.
     decoder_options: dict[str, Any] = {"normalize_input": True, "taper": True}
 

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from ..checks import flag
+from ..errors import CheckpointError
 from .common import add_device, add_lpips, add_progress, add_threads, set_threads
 
 EXAMPLES_EVALUATE = """\
@@ -16,6 +17,7 @@ examples:
   privsplit evaluate runs/                                             # every run in a folder
   privsplit evaluate RUN --data-root /data/cifar10 --attack-epochs 30 --lpips-weights lpips_alex.safetensors
   privsplit evaluate RUN --set data.limit_train=2000 --set data.limit_test=500 --attack-epochs 3   # a quick look
+  privsplit evaluate RUN --attacks attribute,reconstruction,inversion,model_space --set data.limit_test=200
 
 The obfuscator is frozen and run as deployed (random ops on). The server sees every z a
 client sends and owns a copy of the obfuscator, so the attackers here do too:
@@ -26,6 +28,12 @@ client sends and owns a copy of the obfuscator, so the attackers here do too:
     epoch (--no-fresh-draws reuses one draw);
   - families: head (the server's network), mlp (pooled z), knn (non-parametric),
     linear (a linear probe on standardised, unpooled z), mlp_flat (an MLP on unpooled z).
+  - image reconstruction: a learned decoder (reconstruction), the white-box inversion
+    (inversion: optimises each image until the client's noise-free output matches z
+    averaged over k queries, with a total-variation prior) and, for a client the attacker
+    does not own, the model-space attack (model_space: a fresh surrogate client of the same
+    architecture optimised with the images); the reconstruction privacy is the worst case
+    over those run, per metric and k, with the attacker named.
 Writes results.json, report.md, training_curves.png and reconstruction.png to
 --out (default RUN_DIR/eval/); several runs add comparison.md and privacy_utility.png.
 LPIPS needs ImageNet AlexNet weights (nothing is downloaded): --lpips-weights FILE or
@@ -56,6 +64,14 @@ def _common_args(p: argparse.ArgumentParser) -> None:
                    "repeated query of an image sends the same z")
     p.add_argument("--attack-augment", action="store_true",
                    help="mirror spatial z left-right at random while training attribute attackers")
+    p.add_argument("--inversion-steps", type=int, default=400, metavar="N",
+                   help="inversion / model_space attacks: most Adam steps per batch of test images; a batch stops "
+                   "earlier when its objective stops falling (default 400)")
+    p.add_argument("--inversion-lr", type=float, default=0.1, metavar="LR",
+                   help="inversion / model_space attacks: Adam learning rate on pixels in [0, 1] (default 0.1)")
+    p.add_argument("--inversion-tv", type=float, default=0.03, metavar="W",
+                   help="inversion / model_space attacks: weight of the total-variation image prior, 0 for none "
+                   "(default 0.03)")
     p.add_argument("--target", default="private", help="label the attribute attack predicts (default private)")
     p.add_argument("--seed", type=flag(int, ge=0), default=0, help="seed of the obfuscator's random ops and the attackers (default 0)")
     add_lpips(p)
@@ -74,13 +90,15 @@ def _options(args: argparse.Namespace, attacks: list[str]):  # noqa: ANN202
 
     overrides = list(args.overrides) + ([f"data.root={args.data_root}"] if args.data_root else [])
     families = tuple(f.strip() for f in args.families.split(",") if f.strip())
+    attack = AttackOptions(epochs=args.attack_epochs, batch_size=args.attack_batch_size, lr=args.attack_lr,
+                           seed=args.seed, families=families, target=args.target,
+                           augment=args.attack_augment, queries=parse_queries(args.queries),
+                           fresh_draws=not args.no_fresh_draws, inversion_steps=args.inversion_steps,
+                           inversion_lr=args.inversion_lr, inversion_tv=args.inversion_tv)
     return EvalOptions(
-        attacks=check_attacks(attacks),
+        attacks=check_attacks(attacks, attack),
         overrides=overrides,
-        attack=AttackOptions(epochs=args.attack_epochs, batch_size=args.attack_batch_size, lr=args.attack_lr,
-                             seed=args.seed, families=families, target=args.target,
-                             augment=args.attack_augment, queries=parse_queries(args.queries),
-                             fresh_draws=not args.no_fresh_draws),
+        attack=attack,
         seed=args.seed,
         consistent=args.consistent_randomness,
         lpips_weights=args.lpips_weights,
@@ -96,6 +114,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate_runs
 
     set_threads(args.threads)
+    for run in map(Path, args.runs):  # say what a wrong path is, not only that it is no run
+        if run.exists() and not run.is_dir():
+            raise CheckpointError(f"{run} is a file, not a run folder: give the folder that privsplit train wrote")
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     results = evaluate_runs(args.runs, _options(args, attacks), args.out)
     for r in results:
@@ -130,7 +151,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folder(s), or a folder holding run folders")
     p.add_argument("--attacks", default="attribute,reconstruction", metavar="LIST",
-                   help="attacks to run, comma-separated (default attribute,reconstruction)")
+                   help="attacks to run, comma-separated: attribute, reconstruction, inversion, model_space "
+                   "(default attribute,reconstruction)")
     _common_args(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -140,6 +162,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Train one attack on z of a finished run and report it (default output RUN_DIR/eval/attack-NAME/).",
     )
     p.add_argument("run", metavar="RUN_DIR", help="a finished run folder")
-    p.add_argument("--attack", required=True, metavar="NAME", help="attribute or reconstruction")
+    p.add_argument("--attack", required=True, metavar="NAME",
+                   help="attribute, reconstruction, inversion or model_space")
     _common_args(p)
     p.set_defaults(func=cmd_attack)
