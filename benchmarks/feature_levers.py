@@ -53,11 +53,11 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     "rn18_4_b128_flat_reset": ("cifar10_rn18_3_robust", ["model.split=rn18_4", "method_args.bottleneck=128",
                                                          f"adversaries=[{ENTROPY_PROXY}, "
                                                          f"{LINEAR_PROXY[:-1]}, reset_every: 2}}, {FLAT_PROXY}]"]),
-    "rn18_4_b128_lam0.15": ("cifar10_rn18_3_robust", ["model.split=rn18_4", "method_args.bottleneck=128",
+    "rn18_4_b128_lam015": ("cifar10_rn18_3_robust", ["model.split=rn18_4", "method_args.bottleneck=128",
                                                       f"adversaries=[{ENTROPY_PROXY}, {LINEAR_PROXY}]", "train.lam=0.15"]),
     "rn18_4_b128_s2": ("cifar10_rn18_3_robust", [*RN18_4_B128, "reduction.0.sigma=2"]),
     "rn18_4_b128_s1": ("cifar10_rn18_3_robust", [*RN18_4_B128, "reduction.0.sigma=1"]),
-    "rn18_4_b128_s2_lam0.15": ("cifar10_rn18_3_robust", [*RN18_4_B128, "reduction.0.sigma=2", "train.lam=0.15"]),
+    "rn18_4_b128_s2_lam015": ("cifar10_rn18_3_robust", [*RN18_4_B128, "reduction.0.sigma=2", "train.lam=0.15"]),
     "rn18_4_s2": ("cifar10_rn18_3_robust", ["model.split=rn18_4", "reduction.0.sigma=2",
                                             f"adversaries=[{ENTROPY_PROXY}, {LINEAR_PROXY}]"]),
     "maxent": ("cifar10_maxent", []),

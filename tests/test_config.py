@@ -24,7 +24,7 @@ def test_overrides_coerce_and_index():
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("train.epoch=3", "unknown key.*epoch in train; valid keys: batch_size"),
+        ("train.epoch=3", "unknown key.*epoch in train; valid keys: adversary_steps, batch_size"),
         ("train.epochs=three", "train.epochs must be a whole number"),
         ("train.flip=1", "train.flip must be true or false"),
         ("nothing", "must look like key=value"),

@@ -49,6 +49,8 @@ ENTRIES = (
     Entry("ours_rn18_3", "ours", "{dataset}_rn18_3.yaml"),
     Entry("ours_rn18_4", "ours", "{dataset}_rn18_4.yaml"),
     Entry("ours_rn18_3_robust", "ours", "{dataset}_rn18_3_robust.yaml"),
+    # robust at the noise-free limit: the cut after stage 4, a 128-value bottleneck, two proxy families
+    Entry("ours_rn18_4_robust", "ours", "{dataset}_rn18_4_robust.yaml"),
     Entry("no_noise_rn18_3", "no_noise", "{dataset}_no_noise_rn18_3.yaml"),
     Entry("no_noise_rn18_4", "no_noise", "{dataset}_no_noise_rn18_4.yaml"),
     Entry("resnet18", "resnet18", "{dataset}_resnet18.yaml"),
