@@ -613,6 +613,49 @@ def test_skip_bad_files_leaves_out_and_lists_every_unusable_file(tmp_path):
     assert sorted(Path(s.split(": ")[0]).name for s in info.skipped) == ["big.jpg", "broken.png", "small.png"]
 
 
+def cut_jpeg(path, size=32):
+    """A real JPEG cut in its scan data, with an end marker appended: its header
+    and ending look whole, and Pillow decodes it padded with grey."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    noise = (np.random.default_rng(0).random((size, size, 3)) * 255).astype(np.uint8)
+    Image.fromarray(noise).save(buf, "JPEG", quality=95)
+    data = buf.getvalue()
+    Path(path).write_bytes(data[: len(data) // 2] + b"\xff\xd9")
+
+
+def test_a_jpeg_cut_in_its_scan_data_is_an_error_never_padded(tmp_path):
+    from PIL import Image
+
+    from privsplit.data.base import DataConfig, load_dataset, open_image
+    from privsplit.errors import DataError
+    from privsplit_edge.images import decode_square, image_problem
+
+    bad = tmp_path / "cut.jpg"
+    cut_jpeg(bad)
+    assert image_problem(bad) is None  # the cheap check cannot see it...
+    with Image.open(bad) as im:
+        im.load()  # ...and Pillow decodes it silently
+    with pytest.raises(ValueError, match="damaged JPEG data"):
+        decode_square(bad, 32)  # the decoder the data sets and the edge client share
+    with pytest.raises(DataError, match="damaged JPEG data"):
+        open_image(bad, 32)
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(tmp_path / "whole.jpg")
+    assert decode_square(tmp_path / "whole.jpg", 32).shape == (32, 32, 3)
+
+    root = tmp_path / "cifar"
+    cifar_folder(root, {"cut.jpg": cut_jpeg})
+    with pytest.raises(DataError, match=r"cut\.jpg: cannot be decoded \(damaged JPEG data"):
+        load_dataset(DataConfig(name="cifar10", root=str(root)))
+    with pytest.warns(UserWarning, match="left out 1"):
+        train, test, info = load_dataset(DataConfig(name="cifar10", root=str(root), skip_bad_files=True))
+    assert [Path(x.split(": ")[0]).name for x in info.skipped] == ["cut.jpg"]
+
+
 # --- 12. --queries: one bound, no empty items ---------------------------------------------------------------
 
 

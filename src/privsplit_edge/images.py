@@ -1,5 +1,6 @@
 """Image decoding shared by training and the edge client, so a deployed client
-preprocesses exactly as the data loader did. Pillow and numpy only."""
+preprocesses exactly as the data loader did. Pillow, numpy and simplejpeg (strict
+JPEG checks) only."""
 
 from __future__ import annotations
 
@@ -54,6 +55,23 @@ def image_problem(path: str | Path) -> str | None:
     return None
 
 
+def check_jpeg_data(path: str | Path) -> None:
+    """Raise ValueError if the JPEG file at ``path`` has damaged scan data.
+
+    Pillow pads a JPEG cut in its scan data (with an end marker appended) with
+    grey and says nothing; libjpeg only warns. simplejpeg turns that warning
+    into an error (``strict``). Decoded at the smallest DCT scale: the entropy
+    decoding, where the damage shows, is complete at any scale."""
+    import simplejpeg
+
+    with open(path, "rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)
+    try:
+        simplejpeg.decode_jpeg(data, strict=True, fastdct=True, min_height=1, min_width=1)
+    except ValueError as e:
+        raise ValueError(f"damaged JPEG data ({e})") from None
+
+
 def decode_square(path: str | Path, size: int) -> np.ndarray:
     """RGB uint8 array (size, size, 3): centre-cropped to a square, then
     bilinear-resized. Raises OSError for a file that is not a readable image."""
@@ -66,6 +84,8 @@ def decode_square(path: str | Path, size: int) -> np.ndarray:
     with im:
         if im.width * im.height > MAX_PIXELS:
             raise OSError(f"{path} has {im.width}x{im.height} pixels, over the {MAX_PIXELS} allowed")
+        if im.format == "JPEG":
+            check_jpeg_data(path)  # a truncated scan is an error, never padded
         im = im.convert("RGB")
         if im.width != im.height:
             s = min(im.width, im.height)

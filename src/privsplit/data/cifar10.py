@@ -15,6 +15,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from privsplit_edge.images import check_jpeg_data
+
 from ..errors import DataError
 from .base import DATASETS, DataConfig, DatasetSpec, LabeledImages, resize_uint8, screen_files
 
@@ -88,6 +90,8 @@ def _read_folder(split_dir: Path, skip_bad: bool) -> tuple[np.ndarray, np.ndarra
                 if im.size != (32, 32):
                     bad.append(f"{p}: {im.size[0]}x{im.size[1]} pixels, CIFAR-10 images are 32x32")
                     continue
+                if im.format == "JPEG":
+                    check_jpeg_data(p)  # a truncated scan is an error, never padded
                 arr = np.asarray(im.convert("RGB"))
         except (OSError, ValueError, SyntaxError) as e:
             bad.append(f"{p}: cannot be decoded ({e})")
