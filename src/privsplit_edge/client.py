@@ -7,9 +7,7 @@ Uses only the standard library, numpy, onnxruntime and Pillow.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
-import ipaddress
 import json
 import os
 import ssl
@@ -24,19 +22,9 @@ import numpy as np
 from .errors import EdgeError, IdentityMismatch, ServerError
 from .images import decode_square
 from .keyed import fresh_uniforms, keyed_uniforms, load_key
-from .protocol import API, CONTENT_TYPE, encode_z, identity_mismatches, read_token
+from .protocol import API, CONTENT_TYPE, encode_z, file_digest, identity_mismatches, is_loopback, read_token
 
 MANIFEST = "obfuscator.json"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Http:
@@ -256,15 +244,6 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     manifest.setdefault("draws", {"per_image": 0})
     draws.setdefault("per_image", 0)
     return manifest
-
-
-def file_digest(path: Path) -> str:
-    """``sha256:<hex>`` of a file's bytes (what ``privsplit`` records for each weights file)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
 
 
 def check_file_digest(path: Path, expected: str | None) -> None:

@@ -55,6 +55,8 @@ edge client and the server share it.
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import json
 import math
 import struct
@@ -75,6 +77,25 @@ MAX_DIM = 2**31 - 1
 DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2")}
 DTYPE_NAMES = {"F32": "float32", "F16": "float16"}
 _CODES = {"float32": "F32", "float16": "F16"}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def file_digest(path: Path) -> str:
+    """``sha256:<hex>`` of a file's bytes (the form ``run.json``, checkpoints' ``meta.json`` and the export manifest record)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
 
 
 def encode_z(z: np.ndarray, dtype: str = "float32") -> bytes:

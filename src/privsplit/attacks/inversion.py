@@ -152,6 +152,41 @@ def _stopped_falling(history: list[float]) -> bool:
     return bool(history) and (history[-1] < FITTED or (len(history) >= 2 and history[-1] > history[-2] * (1 - STOP_TOL)))
 
 
+class StopWatch:
+    """The mean objective over windows of :data:`CHECK_EVERY` steps, shown on a
+    progress bar; says when it stopped falling (:func:`_stopped_falling`)."""
+
+    def __init__(self, bar: tqdm) -> None:
+        self.bar, self.history, self._sum, self._n = bar, [], 0.0, 0
+
+    def add(self, objective: float) -> bool:
+        """Record one step's objective; True when the window it closes says stop."""
+        self._sum, self._n = self._sum + objective, self._n + 1
+        if self._n < CHECK_EVERY:
+            return False
+        self.history.append(self._sum / CHECK_EVERY)
+        self._sum, self._n = 0.0, 0
+        self.bar.set_postfix(objective=f"{self.history[-1]:.4g}")
+        return _stopped_falling(self.history)
+
+
+def descend(x: torch.Tensor, opts: list[torch.optim.Optimizer], forward: Callable[[torch.Tensor], torch.Tensor],
+            z: torch.Tensor, power: torch.Tensor, tv: float) -> torch.Tensor:
+    """One step of every optimiser in ``opts`` (the images' own first) on the
+    relative fit plus ``tv`` x total variation of images ``x`` (B, 3, H, W),
+    then ``x`` projected onto [0, 1]. Returns the per-image objective (B,), detached."""
+    fit = relative_fit(forward(x), z, power)  # (B,)
+    loss = fit + tv * total_variation(x) if tv else fit
+    for opt in opts:
+        opt.zero_grad(set_to_none=True)
+    loss.sum().backward()
+    for opt in opts:
+        opt.step()
+    with torch.no_grad():
+        x.clamp_(0, 1)  # projected onto the image range
+    return loss.detach()
+
+
 def invert(
     client: nn.Module,
     z: torch.Tensor,
@@ -177,26 +212,13 @@ def invert(
         power = _power(zb)
         x = start.expand(len(zb), *start.shape[1:]).clone().requires_grad_(True)  # (B, 3, H, W)
         opt = torch.optim.Adam([x], lr=settings.lr)
-        history: list[float] = []
-        window = 0.0
         bar = tqdm(range(settings.steps), desc=desc + (f" [{b + 1}/{n_batches}]" if n_batches > 1 else ""),
                    unit="step", leave=False, file=sys.stderr, disable=None if progress is None else not progress)
+        watch = StopWatch(bar)
         step = 0
         for step in bar:
-            fit = relative_fit(forward(x), zb, power)  # (B,)
-            loss = fit + settings.tv * total_variation(x) if settings.tv else fit
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            opt.step()
-            with torch.no_grad():
-                x.clamp_(0, 1)  # projected onto the image range
-            window += loss.detach().mean().item()
-            if (step + 1) % CHECK_EVERY == 0:
-                history.append(window / CHECK_EVERY)
-                window = 0.0
-                bar.set_postfix(objective=f"{history[-1]:.4g}")
-                if _stopped_falling(history):
-                    break
+            if watch.add(descend(x, [opt], forward, zb, power, settings.tv).mean().item()):
+                break
         bar.close()
         steps_run.append(step + 1)
         with torch.no_grad():

@@ -21,8 +21,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .base import ATTACKS, AttackOptions, EvalData
-from .inversion import (CHECK_EVERY, InversionAttack, InversionSettings, _power, _stopped_falling, check_differentiable,
-                        relative_fit, silenced_forward, total_variation)
+from .inversion import (InversionAttack, InversionSettings, StopWatch, _power, check_differentiable, descend, relative_fit,
+                        silenced_forward)
 
 
 def fresh_copy(client: nn.Module) -> nn.Module:
@@ -64,33 +64,16 @@ def invert_model_space(
     powers = [_power(zb) for zb in zs]
     xs = [start.to(z.device).expand(len(zb), *start.shape[1:]).clone().requires_grad_(True) for zb in zs]
     opts = [torch.optim.Adam([x], lr=settings.lr) for x in xs]
-    history: list[float] = []
-    window = 0.0
     bar = tqdm(range(settings.steps), desc=desc, unit="step", leave=False, file=sys.stderr,
                disable=None if progress is None else not progress)
+    watch = StopWatch(bar)
     step = 0
     for step in bar:
-        total = 0.0
-        for x, zb, power, opt in zip(xs, zs, powers, opts):  # one pass over every batch per step
-            fit = relative_fit(forward(x), zb, power)
-            loss = fit + settings.tv * total_variation(x) if settings.tv else fit
-            opt.zero_grad(set_to_none=True)
-            if theta_opt is not None:
-                theta_opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            opt.step()
-            if theta_opt is not None:
-                theta_opt.step()
-            with torch.no_grad():
-                x.clamp_(0, 1)
-            total += loss.detach().sum().item()
-        window += total / len(z)
-        if (step + 1) % CHECK_EVERY == 0:
-            history.append(window / CHECK_EVERY)
-            window = 0.0
-            bar.set_postfix(objective=f"{history[-1]:.4g}")
-            if _stopped_falling(history):
-                break
+        # one pass over every batch per step; the surrogate steps with each
+        total = sum(descend(x, [opt, *([theta_opt] if theta_opt else [])], forward, zb, power, settings.tv).sum().item()
+                    for x, zb, power, opt in zip(xs, zs, powers, opts))
+        if watch.add(total / len(z)):
+            break
     bar.close()
     with torch.no_grad():
         fit_total = sum(relative_fit(forward(x), zb, p).sum().item() for x, zb, p in zip(xs, zs, powers))

@@ -33,7 +33,7 @@ from torch import nn
 from ..data.base import TaskInfo
 from ..errors import ConfigError
 from ..metrics.dependence import conditional_dcor, within_class_share
-from ..models.backbones import build_head, output_shape, split_backbone
+from ..models.backbones import build_head, representation_shape, split_backbone
 from ..obfuscator import ClientPart, Obfuscator
 from ..reduction import Reduction
 from .base import METHODS, Method, MethodArg
@@ -64,18 +64,13 @@ class Ours(Method):
                             "classes, added to the obfuscator's loss", ge=0),
     }
 
-    def _encoder_shape(self, info: TaskInfo) -> tuple[int, ...]:
-        m = self.cfg.model
-        with torch.device("meta"):
-            encoder, _ = split_backbone(m.backbone, m.split, num_classes=2)
-        return output_shape(encoder, info.image_shape)
-
     def _bottleneck(self, info: TaskInfo) -> tuple[int, int, bool] | None:
         """(encoder channels, kept channels, spatial) when a bottleneck is set."""
         b = self.options["bottleneck"]
         if not b:
             return None
-        shape = self._encoder_shape(info)
+        c, *size = info.image_shape
+        shape = representation_shape(self.cfg.model.backbone, self.cfg.model.split, tuple(size), channels=c)
         if b > shape[0]:
             raise ConfigError(f"method_args.bottleneck={b} is wider than the encoder's output ({shape[0]} "
                               f"{'channels' if len(shape) == 3 else 'values'} at {self.cfg.model.split}); "

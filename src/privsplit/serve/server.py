@@ -61,7 +61,6 @@ one line ("... 4995 more in the last 10 s") so a flood cannot fill the disk.
 import asyncio
 import hmac
 import http
-import ipaddress
 import json
 import logging
 import math
@@ -75,6 +74,7 @@ import torch
 from torch import nn
 
 from privsplit_edge import protocol as wire
+from privsplit_edge.protocol import is_loopback  # noqa: F401  (cli.serve and tests import it from here)
 
 from ..errors import PrivsplitError
 from .protocol import API, MAX_HEADER_BYTES, EdgeError, WireFormatError, decode_z, expected_message, run_identity
@@ -349,16 +349,6 @@ def create_app(
 
 
 # --- command line -------------------------------------------------------------------------------------------
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_token(token: str, where: str) -> str:

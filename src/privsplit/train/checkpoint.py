@@ -32,19 +32,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
+from privsplit_edge.protocol import file_digest  # one digest for run.json, meta.json, the manifest and the edge client
+
 from ..errors import CheckpointError
 
 FORMAT = "privsplit-checkpoint"
 VERSION = 1
-
-
-def file_digest(path: Path) -> str:
-    """``sha256:<hex>`` of a file's bytes (the form ``run.json``, ``meta.json`` and the export manifest record)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
 
 
 def check_digest(path: Path, expected: str | None) -> None:

@@ -88,6 +88,16 @@ def _epoch_of(line: str) -> float:
     return epoch if isinstance(epoch, int) else math.inf
 
 
+def _adversary_params(adversaries: torch.nn.ModuleDict) -> list[Any]:
+    """The adversaries' parameters: one list, or one group per adversary (with its
+    ``lr_scale``) when one of them learns at its own rate (a linear probe,
+    :mod:`privsplit.models.probes`); :meth:`Trainer._set_learning_rates` applies it."""
+    scales = {name: getattr(adv, "lr_scale", 1.0) for name, adv in adversaries.items()}
+    if all(s == 1.0 for s in scales.values()):
+        return list(adversaries.parameters())
+    return [{"params": list(adversaries[n].parameters()), "lr_scale": s} for n, s in scales.items()]
+
+
 def _seed(*parts: int) -> int:
     s = 0
     for p in parts:
@@ -213,18 +223,10 @@ class Trainer:
         t = cfg.train
         # A part without parameters (the identity or fixed-noise obfuscator of
         # the resnet18 / image_noise baselines) gets no optimiser.
-        parts = {"obfuscator": (self.model.obfuscator, t.lr_obfuscator), "heads": (self.model.heads, t.lr_head),
-                 "adversaries": (self.model.adversaries, t.lr_adversary)}
-        self.optimizers = {
-            name: torch.optim.Adam(params, lr=lr)
-            for name, (module, lr) in parts.items()
-            if (params := list(module.parameters()))
-        }
-        scales = {name: getattr(adv, "lr_scale", 1.0) for name, adv in self.model.adversaries.items()}
-        if any(s != 1.0 for s in scales.values()):  # a linear probe learns at its own rate (models.probes)
-            self.optimizers["adversaries"] = torch.optim.Adam(
-                [{"params": list(self.model.adversaries[n].parameters()), "lr_scale": s} for n, s in scales.items()],
-                lr=t.lr_adversary)
+        parts = {"obfuscator": (list(self.model.obfuscator.parameters()), t.lr_obfuscator),
+                 "heads": (list(self.model.heads.parameters()), t.lr_head),
+                 "adversaries": (_adversary_params(self.model.adversaries), t.lr_adversary)}
+        self.optimizers = {name: torch.optim.Adam(params, lr=lr) for name, (params, lr) in parts.items() if params}
 
     # Loop ----------------------------------------------------------------
 
