@@ -16,6 +16,8 @@ in OUT are reused, so an interrupted run continues where it stopped.
     python benchmarks/feature_levers.py --data-root /tmp/privsplit-data --out /tmp/levers
     python benchmarks/feature_levers.py --data-root /tmp/privsplit-data --out /tmp/levers --stage test \\
         --settings robust,rn18_4_b128 --limit-train 20000 --limit-test 5000 --queries 1,16,inf
+    python benchmarks/feature_levers.py --dataset utkface --image-size 32 --limit-train 8000 \
+        --data-root /tmp/privsplit-data --out /tmp/levers-utk --settings robust,maxent
 """
 
 from __future__ import annotations
@@ -38,33 +40,35 @@ FLAT_PROXY = "{name: flat, kind: attribute, family: mlp_flat, queries: inf, obje
 
 RN18_4_B128 = ["model.split=rn18_4", "method_args.bottleneck=128", f"adversaries=[{ENTROPY_PROXY}, {LINEAR_PROXY}]"]
 
-# name -> (config, overrides); every setting of ours keeps the shipped rms noise (sigma 4)
+# name -> (config without its data set prefix, overrides); settings of ours keep the config's rms noise
+# (sigma 4) unless they set it
 SETTINGS: dict[str, tuple[str, list[str]]] = {
-    "robust": ("cifar10_rn18_3_robust", []),
-    "robust_dep1": ("cifar10_rn18_3_robust", ["method_args.dependence=1"]),
-    "robust_linear": ("cifar10_rn18_3_robust", [f"adversaries=[{ENTROPY_PROXY}, {LINEAR_PROXY}]"]),
-    "rn18_3_b32": ("cifar10_rn18_3_robust", [f"adversaries=[{ENTROPY_PROXY}, {LINEAR_PROXY}]",
+    "robust": ("rn18_3_robust", []),
+    "robust_dep1": ("rn18_3_robust", ["method_args.dependence=1"]),
+    "robust_linear": ("rn18_3_robust", [f"adversaries=[{ENTROPY_PROXY}, {LINEAR_PROXY}]"]),
+    "rn18_3_b32": ("rn18_3_robust", [f"adversaries=[{ENTROPY_PROXY}, {LINEAR_PROXY}]",
                                              "method_args.bottleneck=32"]),
-    "rn18_4_b128": ("cifar10_rn18_3_robust", ["model.split=rn18_4", "method_args.bottleneck=128",
+    "rn18_4_b128": ("rn18_3_robust", ["model.split=rn18_4", "method_args.bottleneck=128",
                                               f"adversaries=[{ENTROPY_PROXY}, {LINEAR_PROXY}]"]),
-    "rn18_4_b128_dep1": ("cifar10_rn18_3_robust", ["model.split=rn18_4", "method_args.bottleneck=128",
+    "rn18_4_b128_dep1": ("rn18_3_robust", ["model.split=rn18_4", "method_args.bottleneck=128",
                                                    f"adversaries=[{ENTROPY_PROXY}, {LINEAR_PROXY}]",
                                                    "method_args.dependence=1"]),
-    "rn18_4_b128_flat_reset": ("cifar10_rn18_3_robust", ["model.split=rn18_4", "method_args.bottleneck=128",
+    "rn18_4_b128_flat_reset": ("rn18_3_robust", ["model.split=rn18_4", "method_args.bottleneck=128",
                                                          f"adversaries=[{ENTROPY_PROXY}, "
                                                          f"{LINEAR_PROXY[:-1]}, reset_every: 2}}, {FLAT_PROXY}]"]),
-    "rn18_4_b128_lam015": ("cifar10_rn18_3_robust", ["model.split=rn18_4", "method_args.bottleneck=128",
+    "rn18_4_b128_lam015": ("rn18_3_robust", ["model.split=rn18_4", "method_args.bottleneck=128",
                                                       f"adversaries=[{ENTROPY_PROXY}, {LINEAR_PROXY}]", "train.lam=0.15"]),
-    "rn18_4_b128_s2": ("cifar10_rn18_3_robust", [*RN18_4_B128, "reduction.0.sigma=2"]),
-    "rn18_4_b128_s1": ("cifar10_rn18_3_robust", [*RN18_4_B128, "reduction.0.sigma=1"]),
-    "rn18_4_b128_s2_lam015": ("cifar10_rn18_3_robust", [*RN18_4_B128, "reduction.0.sigma=2", "train.lam=0.15"]),
-    "rn18_4_s2": ("cifar10_rn18_3_robust", ["model.split=rn18_4", "reduction.0.sigma=2",
+    "rn18_4_b128_s2": ("rn18_3_robust", [*RN18_4_B128, "reduction.0.sigma=2"]),
+    "rn18_4_b128_s1": ("rn18_3_robust", [*RN18_4_B128, "reduction.0.sigma=1"]),
+    "rn18_4_b128_s2_lam015": ("rn18_3_robust", [*RN18_4_B128, "reduction.0.sigma=2", "train.lam=0.15"]),
+    "rn18_4_s2": ("rn18_3_robust", ["model.split=rn18_4", "reduction.0.sigma=2",
                                             f"adversaries=[{ENTROPY_PROXY}, {LINEAR_PROXY}]"]),
-    "maxent": ("cifar10_maxent", []),
+    "maxent": ("maxent", []),
+    "ours_rn18_4_robust": ("rn18_4_robust", []),
     # the other rows of RESULTS.md's "Repeated queries" table, as shipped
-    "ours_rn18_3": ("cifar10_rn18_3", []),
-    "no_noise_rn18_3": ("cifar10_no_noise_rn18_3", []),
-    "disco": ("cifar10_disco", []),
+    "ours_rn18_3": ("rn18_3", []),
+    "no_noise_rn18_3": ("no_noise_rn18_3", []),
+    "disco": ("disco", []),
 }
 KEYED = "+key"  # a setting's run deployed with a device key (consistent randomness), e.g. ours_rn18_3+key
 
@@ -73,7 +77,9 @@ def setting_config(name: str, args: argparse.Namespace, stage: str):  # noqa: AN
     config, sets = SETTINGS[name]
     data = [f"data.root={args.data_root}", f"data.limit_train={args.limit_train}",
             f"data.limit_test={args.limit_test}", f"data.val_fraction={args.val_fraction if stage == 'val' else 0}"]
-    cfg = apply_overrides(load_config(config), [*sets, *data, f"train.epochs={args.epochs}",
+    if args.image_size:
+        data.append(f"data.image_size={args.image_size}")
+    cfg = apply_overrides(load_config(f"{args.dataset}_{config}"), [*sets, *data, f"train.epochs={args.epochs}",
                                                 f"train.threads={args.threads}", "train.device=cpu"])
     cfg.name = name
     return cfg
@@ -111,7 +117,7 @@ def table(results: dict[str, dict], keys: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(results: dict[str, dict], path: Path, key: str) -> None:
+def plot(results: dict[str, dict], path: Path, key: str, dataset: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,9 +129,9 @@ def plot(results: dict[str, dict], path: Path, key: str) -> None:
         ax.scatter(100 * p, 100 * r["utility"], color="tab:blue" if name.startswith("rn18") or name.startswith("robust")
                    else "tab:red")
         ax.annotate(name, (100 * p, 100 * r["utility"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel(f"privacy@{key}: best attacker on the 10 classes (%), lower is better")
-    ax.set_ylabel("utility: living vs non-living (%)")
-    ax.set_title("levers for the noise-free features (one point per setting)")
+    ax.set_xlabel(f"privacy@{key}: best attacker on the private label (%), lower is better")
+    ax.set_ylabel("utility accuracy (%)")
+    ax.set_title(f"{dataset}: one point per setting")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -134,7 +140,11 @@ def plot(results: dict[str, dict], path: Path, key: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-root", required=True, help="folder holding CIFAR-10 (cifar10/train, cifar10/test)")
+    p.add_argument("--data-root", required=True, help="folder holding the data set (e.g. cifar10/train, cifar10/test)")
+    p.add_argument("--dataset", default="cifar10", choices=("cifar10", "utkface"),
+                   help="a setting NAME reads configs/<dataset>_<config>.yaml (default cifar10)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="data.image_size of every setting (default: the configs'; budget faces-cpu uses 32)")
     p.add_argument("--out", default="benchmarks/runs/levers", help="working folder")
     p.add_argument("--stage", choices=("val", "test"), default="val",
                    help="val: train on the pool less the validation share, attack on it; test: train on the pool, "
@@ -164,7 +174,7 @@ def main() -> None:
     print(text)
     (out / f"{args.stage}.md").write_text(text)
     (out / f"{args.stage}.json").write_text(json.dumps(results, indent=1))
-    plot(results, out / f"{args.stage}_frontier.png", keys[-1])
+    plot(results, out / f"{args.stage}_frontier.png", keys[-1], args.dataset)
     print(f"written to {out}")
 
 
