@@ -12,31 +12,38 @@ Example:
 
 ``__all__`` is the public API: configuration, data, methods, training,
 loading a run, evaluation, export, the server application and the client.
+Each name is imported on first use (PEP 562), so ``import privsplit`` and the
+command line's ``--help`` do not import torch.
 """
+
+from __future__ import annotations
+
+import importlib as _importlib
+import sys as _sys
+import types as _types
+
+from .errors import CheckpointError, ConfigError, DataError, PrivsplitError
 
 __version__ = "0.1.0"
 
-from .config import AdversaryConfig, Config, HeadConfig, ModelConfig, apply_overrides, load_config
-from .data import DATASETS, DataConfig, load_dataset
-from .data.base import LabeledImages, TaskInfo
-from .errors import CheckpointError, ConfigError, DataError, PrivsplitError
-from .methods import METHODS, SplitModel, build_method
-from .models import BACKBONES, build_backbone, representation_shape, split_backbone, split_points
-from .obfuscator import ClientPart, Obfuscator
-from .reduction import OPS, Reduction
-from .run import Run, load_run
-from .train import TrainConfig
-from .train.engine import Trainer, train
-
-# Loaded on first use: each needs an optional extra or imports more than training does.
+# Public name -> the module that defines it; imported on first use.
 _LAZY = {
+    **dict.fromkeys(["AdversaryConfig", "Config", "HeadConfig", "ModelConfig", "apply_overrides", "load_config"],
+                    ".config"),
+    **dict.fromkeys(["DATASETS", "DataConfig", "load_dataset"], ".data"),
+    **dict.fromkeys(["LabeledImages", "TaskInfo"], ".data.base"),
+    **dict.fromkeys(["METHODS", "SplitModel", "build_method"], ".methods"),
+    **dict.fromkeys(["BACKBONES", "build_backbone", "representation_shape", "split_backbone", "split_points"],
+                    ".models"),
+    **dict.fromkeys(["ClientPart", "Obfuscator"], ".obfuscator"),
+    **dict.fromkeys(["OPS", "Reduction"], ".reduction"),
+    **dict.fromkeys(["Run", "load_run"], ".run"),
+    "TrainConfig": ".train",
+    **dict.fromkeys(["Trainer", "train"], ".train.engine"),
     "AttackOptions": ".attacks",
-    "EvalOptions": ".evaluate",
-    "evaluate_run": ".evaluate",
-    "evaluate_runs": ".evaluate",
+    **dict.fromkeys(["EvalOptions", "evaluate_run", "evaluate_runs"], ".evaluate"),
     "export_obfuscator": ".export",
-    "create_app": ".serve.server",
-    "BackgroundServer": ".serve.server",
+    **dict.fromkeys(["create_app", "BackgroundServer"], ".serve.server"),
     "Client": ".serve.client",
 }
 
@@ -86,7 +93,26 @@ __all__ = [
 
 def __getattr__(name: str):  # noqa: ANN202
     if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+        value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # the next lookup is a plain attribute
+        return value
     raise AttributeError(f"module 'privsplit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(_types.ModuleType):
+    """``privsplit.train`` is the function, as it was when this module imported
+    it eagerly. The first import of the subpackage ``privsplit.train`` (by
+    ``privsplit.train.engine``, say) would bind the subpackage to that name;
+    here that binding is skipped, and the name resolves to the function on use."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "train" and isinstance(value, _types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..benchmark import BUDGETS, CONFIG_DIR, _valid_text, run_benchmark
 from .common import add_device, add_lpips, add_progress, add_threads, set_threads
 
+# The budgets, method names and configs folder come from privsplit.benchmark, which imports
+# torch: the help text names them with <budgets>, <budget names>, <methods> and <configs>,
+# filled in by _Help only when the help is shown.
 EXAMPLES = """\
 examples:
   privsplit benchmark --dataset cifar10 --data-root /data/cifar10                 # budget small, every method
@@ -16,7 +18,7 @@ examples:
   privsplit benchmark --dataset digits --budget tiny --methods ours,no_noise     # seconds, offline
 
 budgets (identical for every method of one benchmark):
-""" + "\n".join(f"  {n}: {b.about}" for n, b in BUDGETS.items()) + """
+<budgets>
 
 Writes OUT/<method>/ (a run folder, with eval/), OUT/benchmark.md (privacy/utility/delta,
 reconstruction and client-cost tables), OUT/results.json and OUT/privacy_utility.png.
@@ -25,7 +27,29 @@ evaluations are reused. An OUT folder is locked to its dataset and budget.
 """
 
 
+def _fill(text: str | None) -> str | None:
+    if not text or "<" not in text:
+        return text
+    from .. import benchmark
+
+    return (text.replace("<budgets>", "\n".join(f"  {n}: {b.about}" for n, b in benchmark.BUDGETS.items()))
+            .replace("<budget names>", ", ".join(benchmark.BUDGETS))
+            .replace("<methods>", benchmark._valid_text())
+            .replace("<configs>", str(benchmark.CONFIG_DIR)))
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """The benchmark's help, its budgets and method names filled in as it is shown."""
+
+    def add_text(self, text: str | None) -> None:
+        super().add_text(_fill(text))
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return _fill(super()._get_help_string(action))
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
+    from ..benchmark import CONFIG_DIR, run_benchmark
     from ..report import pct
 
     set_threads(args.threads)
@@ -45,17 +69,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Train and evaluate each method with the same data, epochs and attackers, and write the "
         "paper's privacy/utility, reconstruction and client-cost tables and a privacy-utility plot.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Help,
     )
     p.add_argument("--dataset", required=True, help="cifar10, celeba, fairface, utkface or digits")
     p.add_argument("--methods", default="all", metavar="LIST",
-                   help=f"all, or a comma list of: {_valid_text()} (default all)")
-    p.add_argument("--budget", default="small", help=f"{', '.join(BUDGETS)} (default small; see below)")
+                   help="all, or a comma list of: <methods> (default all)")
+    p.add_argument("--budget", default="small", help="<budget names> (default small; see below)")
     p.add_argument("--out", metavar="DIR", help="benchmark folder (default benchmarks/runs/<dataset>-<budget>/)")
     p.add_argument("--data-root", metavar="DIR", help="the data set's folder (not needed for digits)")
     add_device(p, "training and attacks run")
     add_lpips(p)
-    p.add_argument("--configs", metavar="DIR", help=f"folder of the method configs (default {CONFIG_DIR})")
+    p.add_argument("--configs", metavar="DIR", help="folder of the method configs (default <configs>)")
     add_threads(p)
     add_progress(p)
     p.set_defaults(func=cmd_benchmark)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from ..export import FORMATS, MANIFEST, export_obfuscator
+FORMATS = ("onnx", "torchscript")  # privsplit.export.FORMATS (which imports torch), pinned by tests/test_packaging.py
+
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..export import MANIFEST, export_obfuscator
+
     path = export_obfuscator(args.run_dir, args.format, args.out)
     print(f"wrote {path} and {path.parent / MANIFEST}")
     if args.format == "onnx":
-        print(f"edge client (no torch): python -m privsplit_edge infer {path.parent} --server URL IMAGE...")
+        print(f"edge client (no torch): privsplit-edge infer {path.parent} --server URL IMAGE...")
     return 0
 
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from privsplit_edge import client as edge
-from privsplit_edge.keyed import create_key
-
 from ..checks import flag
-from ..serve.client import BACKENDS, Client
-from ..serve.protocol import EdgeError, ServeError
+
+BACKENDS = ("torch", "onnx")  # privsplit.serve.client.BACKENDS (which imports torch), pinned by tests/test_packaging.py
+
 
 def cmd_infer(args: argparse.Namespace) -> int:
     import torch
 
+    from privsplit_edge import client as edge
+
+    from ..serve.client import Client
+    from ..serve.protocol import EdgeError, ServeError
     from ..serve.server import read_token
 
     if args.seed is not None:
@@ -65,6 +67,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    from privsplit_edge.keyed import create_key
+
+    from ..serve.protocol import EdgeError, ServeError
+
     try:
         path = create_key(args.path)
     except EdgeError as e:
