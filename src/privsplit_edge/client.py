@@ -25,6 +25,7 @@ from .keyed import fresh_uniforms, keyed_uniforms, load_key
 from .protocol import API, CONTENT_TYPE, encode_z, file_digest, identity_mismatches, is_loopback, read_token
 
 MANIFEST = "obfuscator.json"
+PROG = "privsplit-edge"  # the command's name in usage and errors, also under python -m privsplit_edge
 
 
 class Http:
@@ -310,8 +311,8 @@ def print_results(paths: Sequence[str], results: list[dict[str, Any]], out: str 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m privsplit_edge infer BUNDLE --server URL IMAGE...`` (no torch needed)."""
-    parser = argparse.ArgumentParser(prog="privsplit_edge", description="Torch-free privsplit client (ONNX Runtime).")
+    """``privsplit-edge infer BUNDLE --server URL IMAGE...`` (or ``python -m privsplit_edge``; no torch needed)."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Torch-free privsplit client (ONNX Runtime).")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("infer", help="obfuscate images locally, get the task result from the server")
     p.add_argument("bundle", help="folder written by `privsplit export RUN_DIR --format onnx`")
@@ -337,6 +338,6 @@ def main(argv: list[str] | None = None) -> int:
                             allow_insecure_token=args.allow_insecure_token)
         print_results(args.images, client.infer(args.images, args.head), args.out)
     except EdgeError as e:
-        print(f"privsplit_edge: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     return 0
