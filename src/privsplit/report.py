@@ -23,6 +23,11 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+def to_json(x: Any) -> str:
+    """Strict JSON (no NaN or Infinity: ``"inf"`` and null instead), for ``--json`` and scripts."""
+    return json.dumps(_jsonable(x), indent=2, default=str, allow_nan=False)
+
+
 def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
@@ -35,30 +40,99 @@ def _num(x: float | None, fmt: str = "{:.4f}") -> str:
     return fmt.format(x)
 
 
+def _q_words(q: str) -> str:
+    return f"{q} quer{'y' if q == '1' else 'ies'}"
+
+
+def attribute_worst(a: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The number of queries at which the attribute attackers did best, and that result
+    (the verdict is this one's: the worst case over the numbers of queries measured)."""
+    by = _by_queries(a)
+    q = max(by, key=lambda k: by[k]["accuracy"])
+    return q, by[q]
+
+
+def attribute_verdict(a: dict[str, Any]) -> str:
+    """``leaks`` or ``at chance``: the worst over the numbers of queries (results written
+    before this was so carry the one-query verdict; it is recomputed from them)."""
+    by = _by_queries(a)
+    return "leaks" if any(v["verdict"] == "leaks" for v in by.values()) else by["1"]["verdict"]
+
+
+def image_verdict(a: dict[str, Any]) -> str:
+    """An image attack's verdict, the worst over the numbers of queries."""
+    by = _by_queries(a)
+    return "reconstructs" if any(v["verdict"] == "reconstructs" for v in by.values()) else by["1"]["verdict"]
+
+
+def _image_worst_text(a: dict[str, Any]) -> str:
+    qs = distinct_queries(a)
+    if len(qs) < 2:
+        return ""
+    hits = [q for q, v in qs.items() if v["verdict"] == "reconstructs"]
+    return f" (the worst over {', '.join(qs)} queries" + (f"; reconstructs at {', '.join(hits)}" if hits else "") + ")"
+
+
 def verdict_lines(r: dict[str, Any]) -> list[str]:
-    """One line per attack: what it reached beside its chance level."""
+    """One line per attack: what it reached beside its chance level. The verdict is
+    the worst over the numbers of queries measured."""
     lines = []
     a = r["attacks"].get("attribute")
     if a:
-        lines.append(
-            f"attribute attack ({a['target']}): {pct(a['accuracy'])} vs chance {pct(a['chance'])} -> {a['verdict']}"
-            f" (best family: {a['best_family']})"
-        )
+        qs = distinct_queries(a)
+        wq, w = attribute_worst({**a, "by_queries": qs}) if len(qs) > 1 else ("1", a)
+        if len(qs) > 1 and wq != "1":
+            text = (f"{pct(a['accuracy'])} at 1 query, worst {pct(w['accuracy'])} at {_q_words(wq)}, vs chance "
+                    f"{pct(a['chance'])} -> {attribute_verdict(a)} (the worst over {', '.join(qs)} queries; best family "
+                    f"at {wq}: {w['best_family']})")
+        else:
+            over = f"; the worst over {', '.join(qs)} queries" if len(qs) > 1 else ""
+            text = (f"{pct(a['accuracy'])} vs chance {pct(a['chance'])} -> {attribute_verdict(a)}"
+                    f" (best family: {a['best_family']}{over})")
+        lines.append(f"attribute attack ({a['target']}): {text}")
     rec = r["attacks"].get("reconstruction")
     if rec:
         m, b = rec["metrics"], rec["mean_image_baseline"]
         lines.append(
             f"reconstruction attack: SSIM {m['ssim']:.3f} vs mean image {b['ssim']:.3f}, "
-            f"PSNR {_num(m['psnr'], '{:.2f}')} vs {_num(b['psnr'], '{:.2f}')} dB -> {rec['verdict']}"
+            f"PSNR {_num(m['psnr'], '{:.2f}')} vs {_num(b['psnr'], '{:.2f}')} dB (1 query) -> {image_verdict(rec)}"
+            + _image_worst_text(rec)
         )
     for _, a in image_attacks(r):
         m, b = a["metrics"], a["mean_image_baseline"]
         lines.append(f"{a['label']}: SSIM {m['ssim']:.3f} vs mean image {b['ssim']:.3f}, "
-                     f"PSNR {_num(m['psnr'], '{:.2f}')} vs {_num(b['psnr'], '{:.2f}')} dB -> {a['verdict']}")
+                     f"PSNR {_num(m['psnr'], '{:.2f}')} vs {_num(b['psnr'], '{:.2f}')} dB (1 query) -> {image_verdict(a)}"
+                     + _image_worst_text(a))
     worst = r.get("reconstruction_privacy", {}).get("1")
     if worst and len([n for n, a in r["attacks"].items() if "mean_image_baseline" in a]) > 1:
         lines.append("reconstruction privacy (worst case over attackers, 1 query): " + _worst_text(worst))
+    if not_learned(r):
+        lines.append(not_learned_text(r))
     return lines
+
+
+def not_learned(r: dict[str, Any]) -> bool:
+    """The model has not learned its task: utility is not above its chance level
+    (results written before the flag existed: at or below chance)."""
+    if r.get("task_learned") is not None:
+        return not r["task_learned"]
+    return r.get("utility") is not None and r.get("utility_chance") is not None and r["utility"] <= r["utility_chance"]
+
+
+def not_learned_text(r: dict[str, Any]) -> str:
+    return (f"the model has not learned its task: utility {pct(r['utility'])} is not above its chance level "
+            f"{pct(r['utility_chance'])}, so its privacy is that of a useless model and delta means nothing")
+
+
+_RUN_DELTA = object()
+
+
+def delta_text(r: dict[str, Any], delta: Any = _RUN_DELTA) -> str:
+    """``+12.30`` (points; the run's delta by default), flagged when the model has not learned its task."""
+    d = r.get("delta") if delta is _RUN_DELTA else delta
+    if d is None:
+        return "n/a"
+    return f"{100 * d:+.2f}" + (" (task not learned)" if not_learned(r) else "")
 
 
 def image_attacks(r: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -181,14 +255,16 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
     """A few lines for the terminal."""
     lines = [f"evaluated {r['run']} ({r['n_train']} train / {r['n_test']} test images, z {tuple(r['z_shape'])})"]
     for name, h in r["heads"].items():
-        lines.append(f"  utility: head {name} ({h['target']}) {pct(h['accuracy'])} (chance {pct(h['chance'])})")
+        lines.append(f"  utility: head {name} ({h['target']}) {pct(h['accuracy'])} (chance {pct(h['chance'])})"
+                     + (" -- NOT LEARNED: not above chance" if h.get("learned") is False else ""))
     a = r["attacks"].get("attribute")
     if a:
         for fam, f in a["families"].items():
             lines.append(f"  attribute attacker {fam}: {pct(f['best_acc'])}, {_attempts(f)}"
                          f"{'' if f['converged'] else ' (NOT CONVERGED)'}")
         lines.append(f"  privacy {pct(r['privacy'])} (chance {pct(r['privacy_chance'])}); delta = utility - privacy = "
-                     f"{100 * r['delta']:+.2f} points")
+                     f"{100 * r['delta']:+.2f} points"
+                     + (" -- meaningless: the model has not learned its task" if not_learned(r) else ""))
         line = privacy_by_queries_line(r)
         if line:
             lines.append(f"  {line}")
@@ -255,7 +331,8 @@ def run_markdown(r: dict[str, Any]) -> str:
         for other, v in a.get("chance_given", {}).items():
             md.append(f"| no z, knowing the true {other} label: its most common {a['target']} class | {pct(v)} | |")
         md.append(f"| **privacy** = best attacker | **{pct(a['accuracy'])}** | {pct(a['chance'])} |")
-        md.append(f"| **delta** = utility - privacy | **{100 * r['delta']:+.2f} points** | |")
+        md.append(f"| **delta** = utility - privacy | **{100 * r['delta']:+.2f} points**"
+                  + (" (meaningless: the model has not learned its task)" if not_learned(r) else "") + " | |")
         md += ["", f"Attackers: Adam lr {a['lr']}, batch {a['batch_size']}, {a['epochs']} epochs, seed {a['seed']}, "
                f"{'fresh obfuscator draws every epoch' if a.get('fresh_draws') else 'one fixed draw of z'}"
                f"{', z mirrored at random (augmentation)' if a.get('augment') else ''}; "
@@ -322,7 +399,7 @@ def queries_markdown(r: dict[str, Any]) -> list[str]:
           "| queries | privacy (best attacker) | family | delta | reconstruction SSIM |", "|---|---|---|---|---|"]
     for q, res in by.items():
         ssim = rec_by[q]["metrics"]["ssim"] if q in rec_by else None
-        md.append(f"| {q} | {pct(res['accuracy'])} | {res['best_family']} | {100 * (r['utility'] - res['accuracy']):+.2f} | "
+        md.append(f"| {q} | {pct(res['accuracy'])} | {res['best_family']} | {delta_text(r, r['utility'] - res['accuracy'])} | "
                   f"{_num(ssim, '{:.3f}')} |")
     if (Path(r.get("_out", ".")) / "privacy_queries.png").exists():
         md += ["", "![privacy vs queries](privacy_queries.png)"]
@@ -452,13 +529,14 @@ def comparison_markdown(results: list[dict[str, Any]]) -> str:
         rec = r["attacks"].get("reconstruction")
         a = r["attacks"].get("attribute")
         verdicts = "; ".join(x for x in [
-            f"attribute {a['verdict']}" if a else "", f"reconstruction {rec['verdict']}" if rec else ""] if x)
+            f"attribute {attribute_verdict(a)}" if a else "", f"reconstruction {image_verdict(rec)}" if rec else "",
+            "task not learned" if not_learned(r) else ""] if x)
         flag = " (attacker not converged)" if warnings(r) else ""
         md.append(
             f"| {r['name']} | {cfg['method']} | {cfg['model']['split']} | {pct(r['utility'])} ({pct(r['utility_chance'])}) | "
             f"{pct(r['privacy'])} ({pct(r['privacy_chance'])}) | "
             f"{', '.join(f'{q}: {pct(v)}' for q, v in r.get('privacy_by_queries', {}).items()) or 'n/a'} | "
-            f"{'n/a' if r['delta'] is None else '%+.2f' % (100 * r['delta'])} | "
+            f"{delta_text(r)} | "
             f"{_num(rec['metrics']['ssim'], '{:.3f}') if rec else 'n/a'} | "
             f"{_num(rec['metrics']['psnr'], '{:.2f}') if rec else 'n/a'} | {r['cost']['gflops']:.3f} | "
             f"{r['cost']['memory_mb']:.2f} | {r['cost']['bytes_per_sample_float32']} | {verdicts}{flag} |"
@@ -514,14 +592,14 @@ def benchmark_markdown(results: list[dict[str, Any]], record: dict[str, Any], tr
     md += [f"| knowing the {other} label (no z) | | {pct(v)} | | " + "| " * len(qs) + "| |" + (" |" if "16" in qs else "")
            for other, v in given.items()]
     for r in results:
-        delta = "n/a" if r["delta"] is None else f"{100 * r['delta']:+.2f}"
+        delta = delta_text(r)
         attr = r["attacks"].get("attribute")
         best = _attackers(attr) if attr else "n/a"
         by = r.get("privacy_by_queries", {})
         cells = "".join(f"{pct(by.get(q))} | " for q in qs)
         d16 = r.get("delta_by_queries", {}).get("16")
         md.append(f"| {r['name']} | {_split(r)} | {pct(r['privacy'])} | {best} | {cells}{pct(r['utility'])} | {delta} |"
-                  + (f" {'n/a' if d16 is None else f'{100 * d16:+.2f}'} |" if "16" in qs else ""))
+                  + (f" {delta_text(r, d16)} |" if "16" in qs else ""))
     md += ["", "Accuracies in %; delta = utility - privacy in points. Best attacker (at one query): the family with "
            "the highest test accuracy (the others' in brackets). privacy@k: the best attacker when the server "
            "averages k queries of each image (inf: the noise-free limit); a deterministic client has one value "

@@ -251,9 +251,11 @@ def fit_epoch(
     batch_size: int,
     gen: torch.Generator,
     batch_loss: Callable[[torch.Tensor], torch.Tensor],
+    on_batch: Callable[[], None] | None = None,
 ) -> float:
     """One epoch over ``n`` cached samples in an order drawn from ``gen``;
-    ``batch_loss(indices)`` gives each batch's loss. Returns the mean loss."""
+    ``batch_loss(indices)`` gives each batch's loss; ``on_batch()`` is called after
+    each step (progress). Returns the mean loss."""
     model.train()
     order = torch.randperm(n, generator=gen)
     if len(order) % batch_size == 1:
@@ -267,7 +269,14 @@ def fit_epoch(
         opt.step()
         total += loss.item() * len(idx)
         count += len(idx)
+        if on_batch is not None:
+            on_batch()
     return total / max(count, 1)
+
+
+def epoch_batches(n: int, batch_size: int) -> int:
+    """How many steps :func:`fit_epoch` takes over ``n`` samples."""
+    return -(-(n - 1 if n % batch_size == 1 else n) // batch_size)
 
 
 def still_falling(losses: list[float], margin: float, fitted: float = 0.05) -> bool:
@@ -291,6 +300,14 @@ def attacker_converged(losses: list[float], test_score: list[float], margin: flo
     raise the best score, which is what the attack reports."""
     peaked_last = max(range(len(test_score)), key=test_score.__getitem__) == len(test_score) - 1
     return not (still_falling(losses, margin, fitted) and peaked_last)
+
+
+def worst_image_verdict(by_queries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """An image reconstruction attack's verdict over every number of queries: it
+    reconstructs if it does at any k (``verdict_queries``: those k)."""
+    hits = [q for q, v in by_queries.items() if v["verdict"] == "reconstructs"]
+    return {"verdict": "reconstructs" if hits else by_queries["1"]["verdict"], "verdict_1": by_queries["1"]["verdict"],
+            "verdict_queries": hits}
 
 
 def leak_threshold(chance: float, n: int) -> float:

@@ -30,18 +30,17 @@ Example:
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ..errors import ConfigError
 from ..metrics.image import LPIPS, image_metrics
-from .base import ATTACKS, Attack, AttackOptions, EvalData, Query, attack_record, per_query, query_key
+from ..progress import Progress
+from .base import ATTACKS, Attack, AttackOptions, EvalData, Query, attack_record, per_query, query_key, worst_image_verdict
 from .reconstruction import save_grid
 
 # How often (in steps) a batch's objective is compared with its value one window
@@ -156,7 +155,7 @@ class StopWatch:
     """The mean objective over windows of :data:`CHECK_EVERY` steps, shown on a
     progress bar; says when it stopped falling (:func:`_stopped_falling`)."""
 
-    def __init__(self, bar: tqdm) -> None:
+    def __init__(self, bar: Progress) -> None:
         self.bar, self.history, self._sum, self._n = bar, [], 0.0, 0
 
     def add(self, objective: float) -> bool:
@@ -212,8 +211,8 @@ def invert(
         power = _power(zb)
         x = start.expand(len(zb), *start.shape[1:]).clone().requires_grad_(True)  # (B, 3, H, W)
         opt = torch.optim.Adam([x], lr=settings.lr)
-        bar = tqdm(range(settings.steps), desc=desc + (f" [{b + 1}/{n_batches}]" if n_batches > 1 else ""),
-                   unit="step", leave=False, file=sys.stderr, disable=None if progress is None else not progress)
+        bar = Progress(range(settings.steps), desc=desc + (f" [batch {b + 1}/{n_batches}]" if n_batches > 1 else ""),
+                       unit="step", enabled=progress)
         watch = StopWatch(bar)
         step = 0
         for step in bar:
@@ -272,7 +271,8 @@ class InversionAttack(Attack):
         if others:
             note += (f"; the draws of {', '.join(others)} are unknown to the attacker (under consistent randomness too: "
                      f"they come from a key on the device), so every step draws them afresh")
-        return {**by_queries["1"], "mean_image_baseline": baseline, **attack_record(data, options, by_queries),
+        return {**by_queries["1"], **worst_image_verdict(by_queries), "mean_image_baseline": baseline,
+                **attack_record(data, options, by_queries),
                 "label": self.label, "assumes": self.assumption(), "note": note,
                 "settings": {"steps": settings.steps, "lr": settings.lr, "tv_weight": settings.tv,
                              "batch_size": settings.batch_size, "draws_per_step": settings.draws,

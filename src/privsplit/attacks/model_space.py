@@ -13,13 +13,12 @@ inversion it shows how much of the leak comes from owning the obfuscator.
 from __future__ import annotations
 
 import copy
-import sys
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from ..progress import Progress
 from .base import ATTACKS, AttackOptions, EvalData
 from .inversion import (InversionAttack, InversionSettings, StopWatch, _power, check_differentiable, descend, relative_fit,
                         silenced_forward)
@@ -64,8 +63,7 @@ def invert_model_space(
     powers = [_power(zb) for zb in zs]
     xs = [start.to(z.device).expand(len(zb), *start.shape[1:]).clone().requires_grad_(True) for zb in zs]
     opts = [torch.optim.Adam([x], lr=settings.lr) for x in xs]
-    bar = tqdm(range(settings.steps), desc=desc, unit="step", leave=False, file=sys.stderr,
-               disable=None if progress is None else not progress)
+    bar = Progress(range(settings.steps), desc=desc, unit="step", enabled=progress)
     watch = StopWatch(bar)
     step = 0
     for step in bar:

@@ -11,17 +11,17 @@ Reported on the test split with the image metrics of
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ..metrics.image import LPIPS, image_metrics
 from ..models.decoder import Decoder
-from .base import ATTACKS, Attack, AttackOptions, EvalData, attack_record, attacker_converged, fit_epoch, per_query, query_key
+from ..progress import Progress
+from .base import (ATTACKS, Attack, AttackOptions, EvalData, attack_record, attacker_converged, epoch_batches, fit_epoch,
+                   per_query, query_key, worst_image_verdict)
 
 
 def _images(x: torch.Tensor) -> torch.Tensor:
@@ -47,7 +47,8 @@ class ReconstructionAttack(Attack):
         mean_image = _images(data.x_train.cpu()).mean(0, keepdim=True).expand_as(original)
         baseline = image_metrics(original, mean_image, **perceptual)
         by_queries = per_query(data, options, lambda q: self._at(data, options, q, original, baseline, perceptual))
-        return {**by_queries["1"], "mean_image_baseline": baseline, **attack_record(data, options, by_queries)}
+        return {**by_queries["1"], **worst_image_verdict(by_queries), "mean_image_baseline": baseline,
+                **attack_record(data, options, by_queries)}
 
     def _at(self, data: EvalData, options: AttackOptions, q: Any, original: torch.Tensor,
             baseline: dict[str, Any], perceptual: dict[str, LPIPS | None]) -> dict[str, Any]:
@@ -64,19 +65,19 @@ class ReconstructionAttack(Attack):
         at = f" at {query_key(q)} quer{'y' if q == 1 else 'ies'}" if data.repeats_help else ""
         options.log(f"  reconstruction attack{at}: training a decoder z {tuple(data.z_shape)} -> image "
                     f"{tuple(data.info.image_shape)} for {options.epochs} epoch(s)")
-        bar = tqdm(range(options.epochs), desc=f"decoder{at}", unit="epoch", leave=False, file=sys.stderr,
-                   disable=None if options.progress is None else not options.progress)
+        bar = Progress(total=options.epochs * epoch_batches(data.n_train, bs), desc=f"decoder{at}", unit="batch",
+                       enabled=options.progress)
 
         def batch_loss(idx: torch.Tensor) -> torch.Tensor:
             return F.mse_loss(decoder(data.z_train(idx, q, options.fresh_draws)), _images(data.x_train[idx]))
 
-        for _ in bar:
-            losses.append(fit_epoch(decoder, opt, data.n_train, bs, gen, batch_loss))
+        for epoch in range(options.epochs):
+            losses.append(fit_epoch(decoder, opt, data.n_train, bs, gen, batch_loss, bar.update))
             test_mse.append(_test_mse(decoder, z_test, original, 4 * bs))
             # Like the attribute attackers' best test accuracy, the best epoch is the attacker's.
             if best is None or test_mse[-1] < best[0]:
                 best = (test_mse[-1], {k: v.detach().clone() for k, v in decoder.state_dict().items()})
-            bar.set_postfix(mse=f"{losses[-1]:.4f}", test_mse=f"{test_mse[-1]:.4f}")
+            bar.set_postfix(epoch=f"{epoch + 1}/{options.epochs}", mse=f"{losses[-1]:.4f}", test_mse=f"{test_mse[-1]:.4f}")
         bar.close()
         assert best is not None, "the decoder needs at least one epoch"
         best_epoch = test_mse.index(best[0]) + 1

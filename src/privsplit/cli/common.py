@@ -22,12 +22,30 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_device(p: argparse.ArgumentParser, what: str = "models run") -> None:
-    p.add_argument("--device", default="auto", help=f"where {what}: auto (CUDA if present), cpu or cuda[:N] (default auto)")
+def add_device(p: argparse.ArgumentParser, what: str = "models run", default: str | None = "auto",
+               default_text: str = "auto") -> None:
+    p.add_argument("--device", default=default, type=_device,
+                   help=f"where {what}: auto (CUDA if present), cpu or cuda[:N] (default {default_text})")
 
 
-def add_threads(p: argparse.ArgumentParser, what: str = "torch CPU threads") -> None:
-    p.add_argument("--threads", type=flag(int, ge=1), help=f"{what} (default: torch's)")
+def add_threads(p: argparse.ArgumentParser, what: str = "torch CPU threads", default_text: str = "torch's") -> None:
+    p.add_argument("--threads", type=flag(int, ge=1), metavar="N",
+                   help=f"{what} (default: {default_text}); on a machine other jobs share, give the cores "
+                   "you may use: more threads than free cores is slower, not faster")
+
+
+def add_json(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--json", action="store_true",
+                   help=f"print {what} as one JSON object on stdout (strict JSON: no NaN or Infinity) and "
+                   "nothing else there; the lines for people go to stderr")
+
+
+def _device(text: str) -> str:
+    import re
+
+    if not re.fullmatch(r"auto|cpu|cuda(:\d{1,2})?", text):
+        raise argparse.ArgumentTypeError(f"must be auto, cpu or cuda[:N], got {text!r}")
+    return text
 
 
 def add_progress(p: argparse.ArgumentParser, what: str = "no progress bars") -> None:

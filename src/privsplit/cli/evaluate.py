@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..checks import flag
 from ..errors import CheckpointError
-from .common import add_device, add_lpips, add_progress, add_threads, set_threads
+from .common import add_device, add_json, add_lpips, add_progress, add_threads, set_threads
 
 EXAMPLES_EVALUATE = """\
 examples:
@@ -23,7 +23,8 @@ The obfuscator is frozen and run as deployed (random ops on). The server sees ev
 client sends and owns a copy of the obfuscator, so the attackers here do too:
   - repeated queries: each attack runs on z averaged over k draws for every image
     (--queries, default 1,16,inf; inf = the noise-free limit); the headline privacy
-    is the one-query figure, the best attacker over families at each k is reported;
+    is the one-query figure, the best attacker over families at each k is reported,
+    and the verdict (leaks / at chance) is the worst over the k measured;
   - fresh draws: parametric attackers see new randomness on the training images every
     epoch (--no-fresh-draws reuses one draw);
   - families: head (the server's network), mlp (pooled z), knn (non-parametric),
@@ -36,13 +37,16 @@ client sends and owns a copy of the obfuscator, so the attackers here do too:
     over those run, per metric and k, with the attacker named.
 Writes results.json, report.md, training_curves.png and reconstruction.png to
 --out (default RUN_DIR/eval/); several runs add comparison.md and privacy_utility.png.
+A model whose utility is not above its chance level has not learned its task: its
+delta is flagged (results.json task_learned: false), since it means nothing.
+--json prints the results on stdout for scripts (the lines for people go to stderr).
 LPIPS needs ImageNet AlexNet weights (nothing is downloaded): --lpips-weights FILE or
 $PRIVSPLIT_LPIPS_WEIGHTS; without them LPIPS is reported as unavailable.
 """
 
 
-def _common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", metavar="DIR", help="where to write results (default: RUN_DIR/eval/)")
+def _common_args(p: argparse.ArgumentParser, default_out: str = "RUN_DIR/eval/") -> None:
+    p.add_argument("--out", metavar="DIR", help=f"where to write results (default: {default_out})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="data.KEY=VALUE",
                    help="change a data setting of the run's config, e.g. --set data.limit_train=2000 (repeatable)")
     p.add_argument("--data-root", metavar="DIR", help="the data set's folder (same as --set data.root=DIR)")
@@ -81,7 +85,8 @@ def _common_args(p: argparse.ArgumentParser) -> None:
                    help="torch threads while timing the latency (default 1: one core of an edge device)")
     add_threads(p, "torch CPU threads for computing z and training attackers")
     add_device(p, "z is computed and attackers train")
-    add_progress(p)
+    add_progress(p, "no progress bars or progress lines (without a terminal, a long stage prints one line every "
+                 "few seconds with its rate and ETA)")
 
 
 def _options(args: argparse.Namespace, attacks: list[str]):  # noqa: ANN202
@@ -109,6 +114,20 @@ def _options(args: argparse.Namespace, attacks: list[str]):  # noqa: ANN202
     )
 
 
+def _quiet_stdout(args: argparse.Namespace):  # noqa: ANN202
+    """With --json, everything for people goes to stderr and stdout holds only the JSON."""
+    import contextlib
+    import sys
+
+    return contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+
+
+def _print_json(data: object) -> None:
+    from ..report import to_json
+
+    print(to_json(data))
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .. import report
     from ..evaluate import evaluate_runs
@@ -118,11 +137,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if run.exists() and not run.is_dir():
             raise CheckpointError(f"{run} is a file, not a run folder: give the folder that privsplit train wrote")
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
-    results = evaluate_runs(args.runs, _options(args, attacks), args.out)
-    for r in results:
-        print("\n".join(report.summary_lines(r)))
-    if len(results) > 1:
-        print("\n" + report.comparison_markdown(results))
+    with _quiet_stdout(args):
+        results = evaluate_runs(args.runs, _options(args, attacks), args.out)
+        for r in results:
+            print("\n".join(report.summary_lines(r)))
+        if len(results) > 1:
+            print("\n" + report.comparison_markdown(results))
+    if args.json:
+        _print_json({"runs": results})
     return 0
 
 
@@ -133,9 +155,12 @@ def cmd_attack(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     options = _options(args, [args.attack])
     out = Path(args.out) if args.out else Path(args.run) / "eval" / f"attack-{args.attack}"
-    r = evaluate_run(args.run, options, out)
-    print("\n".join(report.summary_lines(r)))
-    print(f"  written to {out}")
+    with _quiet_stdout(args):
+        r = evaluate_run(args.run, options, out)
+        print("\n".join(report.summary_lines(r)))
+        print(f"  written to {out}")
+    if args.json:
+        _print_json(r)
     return 0
 
 
@@ -154,6 +179,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="attacks to run, comma-separated: attribute, reconstruction, inversion, model_space "
                    "(default attribute,reconstruction)")
     _common_args(p)
+    add_json(p, 'the results ({"runs": [...]}, one entry per run, each what its results.json holds)')
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -164,5 +190,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", metavar="RUN_DIR", help="a finished run folder")
     p.add_argument("--attack", required=True, metavar="NAME",
                    help="attribute, reconstruction, inversion or model_space")
-    _common_args(p)
+    _common_args(p, "RUN_DIR/eval/attack-NAME/")
+    add_json(p, "the results (what results.json holds)")
     p.set_defaults(func=cmd_attack)

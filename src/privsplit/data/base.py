@@ -17,12 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
-from tqdm import tqdm
-
 from privsplit_edge.images import decode_square, image_problem
 
 from ..checks import check_fields, setting
 from ..errors import ConfigError, DataError
+from ..progress import Progress
 from ..registry import Registry
 
 
@@ -149,13 +148,23 @@ class LabeledImages(Dataset):
         Random, not the first ``n``: folder layouts are sorted by class."""
         if n is None or n >= len(self):
             return self
-        return self._take(torch.from_numpy(np.sort(np.random.default_rng(seed).permutation(len(self))[:n])))
+        return self._take(torch.from_numpy(subset_indices(len(self), n, seed)))
 
     def _take(self, idx: torch.Tensor) -> "LabeledImages":
         labels = {k: v[idx] for k, v in self.labels.items()}
         if self.images is not None:
             return LabeledImages(labels, images=self.images[idx])
         return LabeledImages(labels, paths=[self.paths[i] for i in idx.tolist()], load=self.load)  # type: ignore[index]
+
+
+def subset_indices(total: int, n: int | None, seed: int = 0) -> np.ndarray:
+    """The indices (sorted) of the seeded random subset of ``n`` of ``total`` samples
+    that ``data.limit_train`` / ``limit_test`` choose (all when ``n`` is None or
+    ``n >= total``). A loader that decodes files picks these first and decodes only them:
+    the same images as decoding every file and then taking the subset."""
+    if n is None or n >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).permutation(total)[:n])
 
 
 @dataclass
@@ -195,6 +204,11 @@ def load_dataset(cfg: DataConfig) -> tuple[LabeledImages, LabeledImages, TaskInf
     train, test = spec.load(cfg, size)
     skipped = train.skipped + test.skipped  # left out by a loader that decodes every file at open
     if train.paths is not None:  # decoded on access: check every file now, not in the middle of an epoch
+        if not cfg.skip_bad_files:
+            # Any bad file is an error, so the subset is drawn from every file: draw it
+            # first and check only the files the run uses (the same images either way).
+            train, test = train.subset(cfg.limit_train, cfg.split_seed), test.subset(cfg.limit_test, cfg.split_seed)
+        # With skip_bad_files, which files are left out changes the subset: check them all first.
         n = len(train)
         keep, bad = screen_files([*train.paths, *test.paths], cfg.skip_bad_files)  # type: ignore[misc]
         train, test = train.select([i for i in keep if i < n]), test.select([i - n for i in keep if i >= n])
@@ -221,7 +235,7 @@ def screen_files(paths: Sequence[Path], skip: bool) -> tuple[list[int], list[str
     Raises :class:`DataError` naming the bad files unless ``skip``.
     """
     good, bad = [], []
-    for i, p in enumerate(tqdm(paths, desc="checking image files", unit="file", leave=False, disable=None)):
+    for i, p in enumerate(Progress(paths, desc="checking image files", unit="file")):
         problem = image_problem(p)
         if problem is None:
             good.append(i)

@@ -37,6 +37,7 @@ from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..lock import LOCK_NAME, FolderLock
 from ..methods import Method, SplitModel, build_method
 from ..methods.adversaries import ADVERSARIES
+from ..progress import Progress
 from ..metrics.accuracy import chance_level
 from .batching import batches, dataset_labels
 from .checkpoint import (
@@ -148,6 +149,7 @@ class Trainer:
         self.progress = progress
         self._log = log or (lambda s: tqdm.write(s, file=sys.stdout))
         self._epoch = 0
+        self._session_epochs, self._session_s = 0, 0.0  # epochs trained by this process, and their seconds
         Config.from_dict(cfg.to_dict())  # every value checked again: the config may have been changed in Python
 
     def log(self, msg: str) -> None:
@@ -268,6 +270,8 @@ class Trainer:
             e0 = time.time()
             train_metrics = self._train_epoch(ctx)
             metrics = {"epoch": epoch + 1, **train_metrics, **self.evaluate(), "epoch_s": round(time.time() - e0, 2)}
+            self._session_epochs += 1
+            self._session_s += time.time() - e0
             ctx.metrics = metrics
             if self.dist.main:
                 append_line(self.run_dir / "metrics.jsonl", json.dumps(metrics))
@@ -305,22 +309,20 @@ class Trainer:
         self.model.train()
         totals: dict[str, float] = {}
         steps = math.ceil(len(shard) / cfg.train.batch_size)
-        bar = tqdm(
+        # A bar on a terminal; elsewhere a line every few seconds (rate, ETA); nothing with --no-progress.
+        bar = Progress(
             batches(self.train_set, shard, cfg.train.batch_size, cfg.data.num_workers),
             total=steps,
             desc=f"epoch {ctx.epoch}/{cfg.train.epochs}",
             unit="batch",
-            leave=False,
-            # None: shown only on a terminal.
-            disable=True if not d.main else (None if self.progress is None else not self.progress),
-            file=sys.stderr,
+            enabled=False if not d.main else self.progress,
         )
         for x, labels in bar:
             losses = self.step(x, labels)
             for k, v in losses.items():
                 totals[k] = totals.get(k, 0.0) + v
             ctx.step += 1
-            bar.set_postfix(task=f"{losses['train/task_loss']:.3f}")
+            bar.set_postfix(task_loss=f"{losses['train/task_loss']:.3f}")
             for cb in self.callbacks:
                 cb.on_step_end(ctx, losses)
         bar.close()
@@ -490,6 +492,11 @@ class Trainer:
             if k.startswith("test/"):
                 parts.append(f"{k[5:]} {100 * v:.2f}%" if k.endswith("/acc") else f"{k[5:]} {v:.4f}")
         parts.append(f"{m['epoch_s']:.1f}s")
+        left = self.cfg.train.epochs - m["epoch"]
+        if left > 0 and self._session_epochs:  # the epochs of this session so far give the rate
+            from ..progress import duration
+
+            parts.append(f"ETA {duration(left * self._session_s / self._session_epochs)}")
         return " | ".join(parts)
 
     def _last_metrics(self) -> dict[str, Any]:
@@ -517,6 +524,8 @@ class Trainer:
                 "chance": chance,
                 "task": {"dataset": self.info.dataset, "labels": self.info.labels, "image_shape": list(self.info.image_shape)},
                 "z_shape": list(self.model.obfuscator.z_shape),
+                "n_train": len(self.train_set),
+                "n_test": len(self.test_set),
                 "weights_sha256": digests,
                 "wall_s_last_session": round(wall_s, 1),
                 "world_size": self.dist.world,
