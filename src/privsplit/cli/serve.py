@@ -31,10 +31,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "Give --token-file FILE, or bind to 127.0.0.1"
         )
     set_threads(args.threads)
-    app = create_app(args.run_dir, token, args.max_batch, args.max_body_bytes, args.body_timeout)
+    app = create_app(args.run_dir, token, args.max_batch, args.max_body_bytes, args.body_timeout,
+                     metrics=not args.no_metrics, access_log=args.access_log,
+                     on_stop=lambda line: print(line, flush=True))
     config = uvicorn_config(
         app, args.host, args.port, header_timeout=args.header_timeout, keep_alive=args.keep_alive,
-        max_connections=args.max_connections, log_level=args.log_level, access_log=args.log_level == "debug",
+        max_connections=args.max_connections, log_level=args.log_level,
+        access_log=args.log_level == "debug" and not args.access_log,  # uvicorn's own; --access-log is ours
         tls_cert=args.tls_cert, tls_key=args.tls_key,
     )
     net: TaskNetwork = app.state.task_network
@@ -45,7 +48,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"z {tuple(net.z_shape)}, heads {', '.join(net.info)}) on {scheme}://{args.host}:{args.port} "
         f"({'bearer token required' if token else 'no token: loopback only'}; timeouts: header "
         f"{args.header_timeout:g} s, body {args.body_timeout:g} s, keep-alive {args.keep_alive:g} s; "
-        f"at most {args.max_connections} connections)",
+        f"at most {args.max_connections} connections; "
+        f"{'no metrics' if args.no_metrics else 'Prometheus metrics at /metrics' + (', token required' if token else '')}"
+        f"{'; access log on stdout' if args.access_log else ''})",
         flush=True,
     )
     uvicorn.Server(config).run(sockets=[sock])
@@ -72,7 +77,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a run's task network over HTTP (the server part; never loads the obfuscator)",
         description="Serve the task network of a finished run: POST /v1/infer (binary z), GET /v1/model, "
-        "GET /v1/health. Without --token-file only loopback addresses are allowed.",
+        "GET /v1/health, GET /metrics (Prometheus). Without --token-file only loopback addresses are allowed; "
+        "with it every endpoint but /v1/health needs the token. When it stops, the server prints one line "
+        "summing up what it answered.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --token-file)")
@@ -95,4 +102,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-key", metavar="FILE.pem", help="the certificate's private key (PEM, not encrypted)")
     p.add_argument("--threads", type=int, help="torch threads for the heads (default: torch's)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--access-log", action="store_true",
+                   help="write one line per answered request to stdout (time, client address, method, path, "
+                   "status, milliseconds, bytes sent); off by default")
+    p.add_argument("--no-metrics", action="store_true",
+                   help="do not serve GET /metrics (Prometheus text format: requests by endpoint and status, "
+                   "refusals by kind, latency and batch-size histograms, requests in flight, open connections; "
+                   "it needs the bearer token like /v1/model when --token-file is given)")
     p.set_defaults(func=cmd_serve)

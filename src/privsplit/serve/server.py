@@ -51,6 +51,16 @@ disagree about where the body ends, the classic request-smuggling vector).
 
 With ``--tls-cert``/``--tls-key`` the server speaks HTTPS only.
 
+Observability: ``GET /metrics`` answers in the Prometheus text format (the
+``prometheus-client`` library, extra ``[serve]``): requests by endpoint and
+status, refusals by kind, a latency histogram per endpoint, the batch sizes of
+answered ``/v1/infer`` requests, requests in flight and open connections. It
+needs the bearer token like ``/v1/model`` when the server has one (a scraper
+sends it with ``authorization: {credentials_file: TOKEN_FILE}``); every label
+comes from a fixed set (an unknown path counts as ``other``), so no client can
+grow the metrics. ``--access-log`` writes one line per answered request to
+stdout; when the server stops it writes one line summing up what it served.
+
 Refused or cut-off clients cost warning lines in the log, never a traceback,
 and at most a few per kind every 10 s: the rest are counted and summed up in
 one line ("... 4995 more in the last 10 s") so a flood cannot fill the disk.
@@ -59,15 +69,17 @@ one line ("... 4995 more in the last 10 s") so a flood cannot fill the disk.
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations
 # at run time, and `Request` is imported inside create_app (fastapi is optional).
 import asyncio
+import contextlib
 import hmac
 import http
 import json
 import logging
 import math
+import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -89,6 +101,18 @@ LOG_FULL_LINES = 5
 
 # uvicorn's server log: our lines look like its own and follow --log-level.
 log = logging.getLogger("uvicorn.error")
+# The access log (--access-log): one line per answered request, on stdout.
+access_log = logging.getLogger("privsplit.access")
+
+ENDPOINTS = ("/v1/infer", "/v1/model", "/v1/health", "/metrics")  # any other path is counted as "other"
+# Every kind of refusal the server counts (privsplit_refusals_total{kind=...}): the app's answers ...
+REFUSALS_BY_STATUS = {400: "bad_request", 401: "unauthorized", 404: "unknown_head", 408: "body_timeout",
+                      413: "too_large", 422: "invalid_z"}
+# ... and the connection layer's (uvicorn_config), plus a client that went away mid-body.
+REFUSAL_KINDS = (*REFUSALS_BY_STATUS.values(), "client_gone", "header_timeout", "busy", "evicted", "smuggling")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+PROMETHEUS_MISSING = ("the /metrics endpoint needs the prometheus-client package, which is not installed: "
+                      "pip install 'privsplit[serve]' (or serve with --no-metrics)")
 
 
 class LogLimiter:
@@ -129,6 +153,152 @@ class LogLimiter:
             self.held[kind] = 0
 
 
+class ServerMetrics:
+    """What one server has answered: plain counts (for the line written at
+    shutdown) and, with ``prometheus=True``, the same as Prometheus metrics in a
+    registry of this server's own (``GET /metrics``).
+
+    Every label value comes from a fixed set (:data:`ENDPOINTS`, the statuses the
+    server sends, :data:`REFUSAL_KINDS`): hostile requests move counts, never add series.
+
+    Raises:
+        PrivsplitError: ``prometheus=True`` and prometheus-client is not installed.
+    """
+
+    def __init__(self, max_batch: int = DEFAULT_MAX_BATCH, prometheus: bool = True,
+                 identity: dict[str, Any] | None = None) -> None:
+        self.started = time.monotonic()
+        self.statuses: Counter[int] = Counter()
+        self.refusals: Counter[str] = Counter()
+        self.in_flight = 0
+        self.connections = 0
+        self.registry = None
+        if not prometheus:
+            return
+        try:
+            import prometheus_client as prom
+        except ImportError:
+            raise PrivsplitError(PROMETHEUS_MISSING) from None
+        self.registry = r = prom.CollectorRegistry()
+        self._requests = prom.Counter("privsplit_requests", "HTTP requests answered, by endpoint and status",
+                                      ["endpoint", "status"], registry=r)
+        self._refusals = prom.Counter("privsplit_refusals", "requests or connections refused or cut off, by kind",
+                                      ["kind"], registry=r)
+        for kind in REFUSAL_KINDS:
+            self._refusals.labels(kind)  # every kind shows from the start, at 0
+        self._latency = prom.Histogram("privsplit_request_duration_seconds",
+                                       "time from the request head to the end of the answer, by endpoint",
+                                       ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        sizes = sorted({*(2**i for i in range(max(max_batch, 1).bit_length())), max_batch})
+        self._batch = prom.Histogram("privsplit_batch_size", "samples per answered POST /v1/infer",
+                                     buckets=sizes, registry=r)
+        self._in_flight = prom.Gauge("privsplit_requests_in_flight", "requests being answered now", registry=r)
+        self._connections = prom.Gauge("privsplit_connections_open", "open client connections", registry=r)
+        prom.Gauge("privsplit_start_time_seconds", "when the server started (Unix time)",
+                   registry=r).set(time.time())
+        if identity:
+            keys = ("method", "backbone", "split")
+            prom.Gauge("privsplit_model_info", "the run this server answers for (always 1)", keys,
+                       registry=r).labels(*(str(identity.get(k, ""))[:64] for k in keys)).set(1)
+
+    def request_started(self) -> None:
+        self.in_flight += 1
+        if self.registry is not None:
+            self._in_flight.inc()
+
+    def request_done(self, endpoint: str, status: int, seconds: float) -> None:
+        self.in_flight -= 1
+        self.statuses[status] += 1
+        if self.registry is not None:
+            self._in_flight.dec()
+            self._requests.labels(endpoint, str(status)).inc()
+            self._latency.labels(endpoint).observe(seconds)
+
+    def refused(self, kind: str) -> None:
+        self.refusals[kind] += 1
+        if self.registry is not None:
+            self._refusals.labels(kind).inc()
+
+    def batch(self, n: int) -> None:
+        if self.registry is not None:
+            self._batch.observe(n)
+
+    def connection(self, change: int) -> None:
+        self.connections += change
+        if self.registry is not None:
+            self._connections.inc(change)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The metrics in the Prometheus text format, and its content type."""
+        import prometheus_client as prom
+
+        return prom.generate_latest(self.registry), prom.CONTENT_TYPE_LATEST
+
+    def summary(self) -> str:
+        """``up 12 s: 42 request(s) answered (200: 40, 401: 2); refused: unauthorized 2``"""
+        up = time.monotonic() - self.started
+        n = sum(self.statuses.values())
+        by = ", ".join(f"{s}: {c}" for s, c in sorted(self.statuses.items()))
+        refused = ", ".join(f"{k} {c}" for k, c in sorted(self.refusals.items()) if c) or "none"
+        return f"up {up:.0f} s: {n} request(s) answered{f' ({by})' if by else ''}; refused: {refused}"
+
+
+class _Observe:
+    """ASGI middleware: counts and times every HTTP request (:class:`ServerMetrics`)
+    and writes the access log line when asked."""
+
+    def __init__(self, app: Any, metrics: ServerMetrics, access: bool = False) -> None:
+        self.app, self.metrics, self.access = app, metrics, access
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        answer = {"status": 500, "bytes": 0}  # an exception that escapes is answered 500 further out
+
+        async def sending(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                answer["bytes"] += len(message.get("body", b""))
+            await send(message)
+
+        self.metrics.request_started()
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            seconds = time.perf_counter() - start
+            path = scope.get("path", "")
+            self.metrics.request_done(path if path in ENDPOINTS else "other", answer["status"], seconds)
+            if self.access:
+                access_log.info("%s \"%s %s\" %d %.1f ms %d B", _peer(scope), scope.get("method", "?"),
+                                _shown_target(scope), answer["status"], 1000 * seconds, answer["bytes"])
+
+
+def _peer(scope: dict) -> str:
+    client = scope.get("client")
+    return "%s:%s" % tuple(client) if client else "?"
+
+
+def _shown_target(scope: dict) -> str:
+    """The request target as the access log shows it: printable ASCII, at most 200 characters."""
+    target = scope.get("path", "")
+    if scope.get("query_string"):
+        target += "?" + scope["query_string"].decode("latin-1")
+    shown = "".join(c if " " < c < "\x7f" and c != '"' else "%%%02X" % ord(c) for c in target)
+    return shown if len(shown) <= 200 else shown[:200] + "..."
+
+
+def _enable_access_log() -> None:
+    """Access lines go to stdout, with a time stamp (once per process)."""
+    if not access_log.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s access %(message)s"))
+        access_log.addHandler(handler)
+    access_log.setLevel(logging.INFO)
+    access_log.propagate = False
+
+
 class TaskNetwork:
     """The heads of a finished run, ready to answer for batches of ``z``.
 
@@ -147,6 +317,7 @@ class TaskNetwork:
         from ..train.checkpoint import load_weights, read_weights
 
         rd = Path(run_dir)
+        self.run_dir = rd
         self.identity = run_identity(rd)
         cfg = load_config(rd / "config.yaml")
         # The heads are rebuilt from the config alone: the method knows its
@@ -227,6 +398,10 @@ def create_app(
     max_batch: int = DEFAULT_MAX_BATCH,
     max_body_bytes: int | None = None,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    *,
+    metrics: bool = True,
+    access_log: bool = False,
+    on_stop: Callable[[str], None] | None = None,
 ) -> Any:
     """The FastAPI application serving a run's task network.
 
@@ -237,12 +412,17 @@ def create_app(
         max_body_bytes: the largest request body (413 above); default: what
             ``max_batch`` float32 representations need. At least what one needs.
         body_timeout: seconds for a request body to arrive in full (408 after).
+        metrics: serve ``GET /metrics`` (Prometheus text format; needs the token
+            when there is one). The counts are kept either way (``app.state.metrics``).
+        access_log: one line per answered request on stdout (logger ``privsplit.access``).
+        on_stop: called with one line summing up what was served when the server
+            stops (default: logged at info level).
 
     Raises:
-        PrivsplitError: a setting is out of range.
+        PrivsplitError: a setting is out of range, or ``metrics`` without prometheus-client.
     """
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import ClientDisconnect
 
@@ -260,9 +440,22 @@ def create_app(
     expected = expected_message(net.z_shape, max_batch)
     secret = token.encode() if token else None
     logs = LogLimiter()
-    app = FastAPI(title="privsplit task network", version=API, docs_url=None, redoc_url=None, openapi_url=None)
+    stats = ServerMetrics(max_batch, prometheus=metrics, identity=net.identity)
 
-    def error(status: int, message: str, exp: dict | None = None, headers: dict | None = None) -> JSONResponse:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> Any:
+        yield
+        (on_stop or log.info)(f"stopped serving {net.run_dir}: {stats.summary()}")
+
+    app = FastAPI(title="privsplit task network", version=API, docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
+    if access_log:
+        _enable_access_log()
+    app.add_middleware(_Observe, metrics=stats, access=access_log)
+
+    def error(status: int, message: str, exp: dict | None = None, headers: dict | None = None,
+              kind: str | None = None) -> JSONResponse:
+        stats.refused(kind or REFUSALS_BY_STATUS.get(status, "bad_request"))
         body: dict[str, Any] = {"error": message}
         if exp:
             body["expected"] = exp
@@ -333,16 +526,27 @@ def create_app(
         except ClientDisconnect:
             logs.warn("clients gone mid-body", "client %s went away mid-body (%d of %s bytes came)", who, len(body),
                       declared or "?")
-            return error(400, "client went away mid-body")  # nobody reads it
+            return error(400, "client went away mid-body", kind="client_gone")  # nobody reads it
         if not complete:
             return error(413, too_big, expected, {"Connection": "close"})
         try:
             z = decode_z(bytes(body), net.z_shape, max_batch)
-            return await run_in_threadpool(net.predict, z, head)
+            answer = await run_in_threadpool(net.predict, z, head)
         except WireFormatError as e:
             return error(e.status, str(e), e.expected or expected)
+        stats.batch(answer["n"])
+        return answer
+
+    if metrics:
+        @app.get("/metrics")
+        async def metrics_endpoint(request: Request) -> Any:
+            if (r := refused(request)) is not None:
+                return r
+            body, content_type = stats.exposition()
+            return Response(body, media_type=content_type)
 
     app.state.task_network = net
+    app.state.metrics = stats
     app.state.infer_requests = 0
     app.state.secret = secret  # the connection layer tells proven clients from the rest (uvicorn_config)
     return app
@@ -397,7 +601,8 @@ def _raw_response(status: int, message: str) -> bytes:
     return head.encode() + body
 
 
-def _protocol(header_timeout: float, max_connections: int, secret: bytes | None) -> type:
+def _protocol(header_timeout: float, max_connections: int, secret: bytes | None,
+              metrics: ServerMetrics | None = None) -> type:
     """uvicorn's h11 protocol plus a header deadline, a cap on open connections
     that unproven connections cannot hold (see the module docstring), a refusal
     of requests with both Content-Length and Transfer-Encoding, and no
@@ -413,10 +618,15 @@ def _protocol(header_timeout: float, max_connections: int, secret: bytes | None)
                                   "section 6.1); the connection is closed")
     logs = LogLimiter()
 
+    def count(kind: str) -> None:
+        if metrics is not None:
+            metrics.refused(kind)
+
     class Protocol(H11Protocol):
         header_timer: asyncio.TimerHandle | None = None
         proven = False  # sent a complete request head with a valid token (without a token: any complete head)
         opened = 0.0
+        counted = False  # in the open-connections gauge
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             live = self.connections
@@ -426,10 +636,14 @@ def _protocol(header_timeout: float, max_connections: int, secret: bytes | None)
                 self.transport = transport  # connection_lost needs it
                 logs.warn("refused connections", "refused a connection: %d open, all with a proven client "
                           "(--max-connections)", len(live))
+                count("busy")
                 transport.write(busy)
                 transport.close()
                 return
             super().connection_made(transport)
+            if metrics is not None:
+                metrics.connection(+1)
+                self.counted = True
             self.opened = time.monotonic()
             self.conn.next_event = self.checked_event(self.conn.next_event)  # type: ignore[method-assign]
             self.start_header_clock()
@@ -446,6 +660,7 @@ def _protocol(header_timeout: float, max_connections: int, secret: bytes | None)
             logs.warn("made room", "closed an unproven connection from %s (open %.2f s, no authenticated request "
                       "yet) to make room for a new one (--max-connections %d)", peer,
                       time.monotonic() - victim.opened, max_connections)
+            count("evicted")
             if victim.cycle is None or victim.cycle.response_complete:
                 victim.transport.write(evicted)  # no response under way: the client may read why
             victim.transport.close()
@@ -459,6 +674,7 @@ def _protocol(header_timeout: float, max_connections: int, secret: bytes | None)
                     if b"content-length" in names and b"transfer-encoding" in names:
                         logs.warn("refused smuggling", "client %s sent both Content-Length and Transfer-Encoding: "
                                   "answered 400 and closed", self.who())
+                        count("smuggling")
                         self.transport.write(smuggled)
                         self.transport.close()
                         return h11.NEED_DATA  # uvicorn stops reading; nothing of the body is parsed
@@ -483,6 +699,9 @@ def _protocol(header_timeout: float, max_connections: int, secret: bytes | None)
         def connection_lost(self, exc: Exception | None) -> None:
             if self.header_timer is not None:
                 self.header_timer.cancel()
+            if self.counted:
+                self.counted = False
+                metrics.connection(-1)  # type: ignore[union-attr]
             super().connection_lost(exc)
 
         def on_response_complete(self) -> None:
@@ -499,6 +718,7 @@ def _protocol(header_timeout: float, max_connections: int, secret: bytes | None)
             if not self.transport.is_closing():
                 logs.warn("header timeouts", "client %s sent no complete request head in %g s: answered 408",
                           self.who(), header_timeout)
+                count("header_timeout")
                 self.transport.write(late)  # no response is under way: the client is still sending its head
                 self.transport.close()
 
@@ -557,7 +777,8 @@ def uvicorn_config(
     tls = check_tls(tls_cert, tls_key)
     return uvicorn.Config(
         app, host=host, port=port, ws="none",
-        http=_protocol(header_timeout, max_connections, getattr(app.state, "secret", None)),
+        http=_protocol(header_timeout, max_connections, getattr(app.state, "secret", None),
+                       getattr(app.state, "metrics", None)),
         timeout_keep_alive=keep_alive, log_level=log_level, access_log=access_log,  # type: ignore[arg-type]
         **({"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls else {}),
     )
