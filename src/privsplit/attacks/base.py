@@ -12,19 +12,14 @@ import torch
 from ..config import MAX_QUERIES, Config
 from ..data.base import TaskInfo
 from ..errors import ConfigError
+from ..queries import DEFAULT_FAMILIES, query_key  # noqa: F401  (re-exported)
 from ..registry import Registry
 
 
 Query = float  # a number of queries: 1, 4, 16, ... or math.inf
 DEFAULT_QUERIES: tuple[Query, ...] = (1, 16, math.inf)
-# Attribute attacker families trained by default (privsplit evaluate, every
-# benchmark budget): all of them, since privacy is the worst case over families.
-DEFAULT_FAMILIES: tuple[str, ...] = ("head", "mlp", "knn", "linear", "mlp_flat")
-
-
-def query_key(k: Query) -> str:
-    """``"1"``, ``"16"``, ``"inf"``: how a number of queries is written in results."""
-    return "inf" if math.isinf(k) else str(int(k))
+# DEFAULT_FAMILIES (every family: privacy is the worst case over them) and query_key live
+# in the torch-free privsplit.queries, for --help without torch; re-exported here.
 
 
 def parse_queries(text: str | list[Any] | tuple[Any, ...]) -> tuple[Query, ...]:
