@@ -38,7 +38,7 @@ def test_tiny_benchmark_writes_tables_and_plot(bench, capsys):
     assert [r["name"] for r in runs] == names
     # Same data, epochs and attackers for every method.
     assert {(r["n_train"], r["n_test"], r["config"]["train"]["epochs"], r["attacks"]["attribute"]["epochs"]) for r in runs} \
-        == {(96, 48, 1, 1)}
+        == {(640, 359, 5, 3)}  # limit_test 360: all 359 of digits
     row = next(line for line in md.splitlines() if line.startswith("| ours_rn18_3 | rn18_3 |"))
     ours = runs[0]
     assert f"{100 * ours['privacy']:.2f}%" in row and f"{100 * ours['utility']:.2f}%" in row
@@ -55,6 +55,32 @@ def test_tiny_benchmark_writes_tables_and_plot(bench, capsys):
     epochs = [json.loads(line) for line in (bench / "ours_rn18_3" / "metrics.jsonl").read_text().splitlines()]
     time_row = [line for line in md.splitlines() if line.startswith("| ours_rn18_3 |")][-1]
     assert time_row == f"| ours_rn18_3 | {sum(e['epoch_s'] for e in epochs):.0f} | {ours['wall_s']:.0f} |"
+
+
+@pytest.mark.slow
+def test_tiny_budget_models_learn_and_warnings_are_one_line_per_method(bench):
+    """The tiny budget is a first look worth reading: every model learns its task
+    (utility clearly above chance on digits), the noise of ours shows (privacy at one
+    query far below the noise-free limit), and attackers still improving after the
+    budget's 3 epochs are one line per method, not one per attacker."""
+    from privsplit.benchmark import BUDGETS
+    from privsplit.evaluate import task_learned
+
+    runs = {r["name"]: r for r in json.loads((bench / "results.json").read_text())["runs"]}
+    for r in runs.values():
+        assert r["utility"] > r["utility_chance"] + 0.15, (r["name"], r["utility"], r["utility_chance"])
+        assert task_learned(r["utility"], r["utility_chance"], r["n_test"])
+    ours = runs["ours_rn18_3"]["privacy_by_queries"]
+    assert ours["1"] + 0.2 < ours["inf"]  # the noise hides much at one query, little in the limit
+    assert runs["resnet18"]["privacy"] > 0.5  # the raw features leak the digit
+    md = (bench / "benchmark.md").read_text()
+    warn = md.split("## Warnings", 1)[1].split("![", 1)[0].strip().splitlines() if "## Warnings" in md else []
+    assert "had not converged" not in md and "--attack-epochs" not in md  # the benchmark has no such flag
+    if warn:
+        assert warn[0].startswith("- attackers still improving at their last epoch (budget `tiny` trains each 3 epoch(s))")
+        assert all(line.startswith("  - ") and line[4:].split(":")[0] in runs for line in warn[1:])
+        assert len(warn) <= 1 + len(runs)
+    assert "min of CPU time" in BUDGETS["tiny"].about  # the time it states was measured (README: Benchmark)
 
 
 @pytest.mark.slow
@@ -147,6 +173,6 @@ def test_tiny_benchmark_on_real_cifar10(cifar_root, tmp_path, capsys):
     assert "# Benchmark: cifar10, budget `tiny`" in printed
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert [(r["name"], r["config"]["method"], r["dataset"], r["n_train"]) for r in runs] == [
-        ("image_noise", "image_noise", "cifar10", 96)]
+        ("image_noise", "image_noise", "cifar10", 640)]
     assert runs[0]["config"]["method_args"] == {"sigma": 0.8}  # from configs/cifar10_image_noise.yaml
     assert "| image_noise | image |" in (out / "benchmark.md").read_text()
