@@ -29,7 +29,8 @@ heads.safetensors (the server part) and run.json (with the quick privacy check).
 The quick privacy check at the end is a lower bound: the fast attacker families (not the
 server's network, head) on at most 2000 training images, at 1 and 16 queries. The figure
 that counts is privsplit evaluate's (every family, the noise-free limit, every image):
-it can only be as high or higher.
+each quick attacker is one of evaluate's, so on the same images evaluate finds as much
+or more.
 
 Without a terminal (a log file, a pipe) progress is one line every few seconds with
 its rate and ETA; --no-progress silences it. On a machine other jobs share, give
