@@ -48,13 +48,7 @@ def help_imports(command: str) -> list[str]:
     return json.loads(run_python(code))
 
 
-# privsplit.benchmark (its budgets and method names are in the help) imports torch through
-# privsplit.attacks.base and privsplit.config: the xfail goes when it no longer does.
-BENCHMARK_IMPORTS_TORCH = pytest.mark.xfail(strict=True, reason="privsplit.benchmark imports torch at module level")
-
-
-@pytest.mark.parametrize("command", [pytest.param(c, marks=BENCHMARK_IMPORTS_TORCH) if c == "benchmark" else c
-                                     for c in ["", *_commands()]])
+@pytest.mark.parametrize("command", ["", *_commands()])
 def test_help_does_not_import_torch(command):
     """``privsplit --help`` and ``privsplit COMMAND --help`` load neither torch nor PyYAML."""
     loaded = help_imports(command)

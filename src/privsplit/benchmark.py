@@ -19,15 +19,17 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable
 
-from .attacks.base import DEFAULT_FAMILIES, query_key
-from .config import shipped_configs
 from .errors import ConfigError, DataError
 from .lock import LOCK_NAME, FolderLock
+from .queries import DEFAULT_FAMILIES, query_key
 
-CONFIG_DIR = shipped_configs()
+# privsplit.config.shipped_configs(), without importing the configs' YAML (and, through the
+# attacks, torch): `privsplit benchmark --help` shows the budgets and this folder.
+CONFIG_DIR = Path(str(files("privsplit") / "configs"))
 
 
 @dataclass(frozen=True)
