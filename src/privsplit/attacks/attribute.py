@@ -104,7 +104,7 @@ def train_attacker(
     for epoch in range(options.epochs):
         losses.append(fit_epoch(model, opt, len(y_train), bs, gen, batch_loss, bar.update))
         accs.append(model_accuracy(model, z_test, y_test, bs * 4))
-        bar.set_postfix(epoch=f"{epoch + 1}/{options.epochs}", loss=f"{losses[-1]:.3f}", test_acc=f"{100 * accs[-1]:.1f}%")
+        bar.set_postfix(**{"after epoch": f"{epoch + 1}/{options.epochs}"}, loss=f"{losses[-1]:.3f}", test_acc=f"{100 * accs[-1]:.1f}%")
     bar.close()
     best = max(range(len(accs)), key=accs.__getitem__)
     return {

@@ -77,7 +77,7 @@ class ReconstructionAttack(Attack):
             # Like the attribute attackers' best test accuracy, the best epoch is the attacker's.
             if best is None or test_mse[-1] < best[0]:
                 best = (test_mse[-1], {k: v.detach().clone() for k, v in decoder.state_dict().items()})
-            bar.set_postfix(epoch=f"{epoch + 1}/{options.epochs}", mse=f"{losses[-1]:.4f}", test_mse=f"{test_mse[-1]:.4f}")
+            bar.set_postfix(**{"after epoch": f"{epoch + 1}/{options.epochs}"}, mse=f"{losses[-1]:.4f}", test_mse=f"{test_mse[-1]:.4f}")
         bar.close()
         assert best is not None, "the decoder needs at least one epoch"
         best_epoch = test_mse.index(best[0]) + 1
