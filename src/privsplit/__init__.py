@@ -11,7 +11,8 @@ Example:
     >>> results = privsplit.evaluate_run("runs/demo")  # doctest: +SKIP
 
 ``__all__`` is the public API: configuration, data, methods, training,
-loading a run, evaluation, export, the server application and the client.
+loading a run, evaluation, export, the benchmark, training-curve loggers, the
+server application, the client and its device key.
 Each name is imported on first use (PEP 562), so ``import privsplit`` and the
 command line's ``--help`` do not import torch.
 """
@@ -45,13 +46,18 @@ _LAZY = {
     "export_obfuscator": ".export",
     **dict.fromkeys(["create_app", "BackgroundServer"], ".serve.server"),
     "Client": ".serve.client",
+    **dict.fromkeys(["BUDGETS", "run_benchmark"], ".benchmark"),
+    **dict.fromkeys(["CSVLogger", "TensorBoardLogger"], ".loggers"),
+    "create_key": "privsplit_edge.keyed",  # privsplit keygen FILE (the torch-free client's module)
 }
 
 __all__ = [
     "AdversaryConfig",
     "AttackOptions",
     "BACKBONES",
+    "BUDGETS",
     "BackgroundServer",
+    "CSVLogger",
     "CheckpointError",
     "Client",
     "ClientPart",
@@ -72,12 +78,14 @@ __all__ = [
     "Run",
     "SplitModel",
     "TaskInfo",
+    "TensorBoardLogger",
     "TrainConfig",
     "Trainer",
     "apply_overrides",
     "build_backbone",
     "build_method",
     "create_app",
+    "create_key",
     "evaluate_run",
     "evaluate_runs",
     "export_obfuscator",
@@ -85,6 +93,7 @@ __all__ = [
     "load_dataset",
     "load_run",
     "representation_shape",
+    "run_benchmark",
     "split_backbone",
     "split_points",
     "train",

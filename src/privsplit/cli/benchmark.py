@@ -15,7 +15,7 @@ examples:
   privsplit benchmark --dataset cifar10 --data-root /data/cifar10                 # budget small, every method
   privsplit benchmark --dataset cifar10 --methods ours,disco --budget small --data-root /data/cifar10
   privsplit benchmark --dataset cifar10 --budget paper --device cuda --data-root /data/cifar10
-  privsplit benchmark --dataset digits --budget tiny --methods ours,no_noise     # seconds, offline
+  privsplit benchmark --dataset digits --budget tiny --methods ours,no_noise     # a minute, offline (all 11 methods: a few minutes)
 
 budgets (identical for every method of one benchmark):
 <budgets>
