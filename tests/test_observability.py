@@ -221,3 +221,25 @@ def test_access_log_only_with_the_flag_and_a_line_at_shutdown(run_dir, flags):
     assert len(stop) == 1, out
     assert "5 request(s) answered (200: 5); refused: none" in stop[0]
     assert "Traceback" not in out
+
+
+def test_train_flags_write_the_csv_and_tensorboard_curves(tmp_path):
+    """privsplit train --log-csv / --tensorboard: the loggers through the command line."""
+    from conftest import TINY
+    from privsplit.cli import main
+
+    sets = [a for s in TINY for a in ("--set", s)]
+    run = tmp_path / "run"
+    flags = ["--log-csv"]
+    try:
+        import tensorboard  # noqa: F401
+
+        flags.append("--tensorboard")
+    except ImportError:
+        pass
+    assert main(["train", "--out", str(run), "--no-progress", "--no-privacy-check", "--threads", "1", *flags, *sets]) == 0
+    rows = (run / "metrics.csv").read_text().splitlines()
+    epochs = sum(1 for _ in open(run / "metrics.jsonl"))
+    assert rows[0].startswith("epoch") and len(rows) == 1 + epochs >= 2
+    if "--tensorboard" in flags:
+        assert list((run / "tensorboard").glob("events.out.tfevents.*"))

@@ -490,20 +490,29 @@ def plot_training_curves(run_dir: Path, results: dict[str, Any], path: Path) -> 
 
 
 def plot_privacy_utility(results: list[dict[str, Any]], path: Path) -> Path:
-    """Scatter: privacy (best attacker accuracy) against utility, one point per run."""
+    """Scatter: privacy (best attacker accuracy) against utility, one point per run.
+    Each run has its own colour and marker and is named in the legend beside the
+    axes (names written next to the points overlap where runs score alike)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    for r in results:
-        if r.get("privacy") is None:
-            continue
-        ax.scatter(100 * r["privacy"], 100 * r["utility"])
-        ax.annotate(r["name"], (100 * r["privacy"], 100 * r["utility"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    chances = {r["privacy_chance"] for r in results if r.get("privacy_chance") is not None}
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    markers = "osD^vP*Xh<>p"
+    colours = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]  # no grey: the chance lines are grey
+    shown = [r for r in results if r.get("privacy") is not None]
+    for i, r in enumerate(shown):  # 9 colours x 12 markers: every pair differs for up to 36 runs
+        ax.scatter(100 * r["privacy"], 100 * r["utility"], marker=markers[i % len(markers)],
+                   color=colours[i % len(colours)], s=46, alpha=0.85, edgecolors="black", linewidths=0.4,
+                   label=r["name"], zorder=3)
+    chances = {r["privacy_chance"] for r in shown if r.get("privacy_chance") is not None}
     if len(chances) == 1:
-        ax.axvline(100 * chances.pop(), color="grey", ls="--", label="privacy chance")
-        ax.legend(fontsize=7)
+        ax.axvline(100 * chances.pop(), color="grey", ls="--", lw=0.8, label="privacy chance", zorder=1)
+    u_chances = {r.get("utility_chance") for r in shown}
+    if len(u_chances) == 1 and None not in u_chances:
+        ax.axhline(100 * u_chances.pop(), color="grey", ls=":", lw=0.8, label="utility chance", zorder=1)
     ax.set(xlabel="privacy: best attacker accuracy (%)  (lower is better)", ylabel="utility: task accuracy (%)",
            title="privacy vs utility")
+    ax.grid(alpha=0.3, zorder=0)
+    if shown:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -78,7 +78,15 @@ def _train(args: argparse.Namespace, collect: bool = False):  # noqa: ANN202
         else:
             name = cfg.name or f"{cfg.data.name}-{cfg.method}-{cfg.model.split}"
             run_dir = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    metrics = train(cfg, run_dir, resume=bool(args.resume), progress=False if args.no_progress else None)
+    from ..loggers import CSVLogger, TensorBoardLogger
+
+    callbacks = []
+    if args.log_csv is not None:
+        callbacks.append(CSVLogger(args.log_csv or None))
+    if args.tensorboard is not None:  # a one-line ConfigError where tensorboard is not installed
+        callbacks.append(TensorBoardLogger(args.tensorboard or None, steps=True))
+    metrics = train(cfg, run_dir, resume=bool(args.resume), progress=False if args.no_progress else None,
+                    callbacks=callbacks)
     if int(os.environ.get("RANK", "0")) != 0:
         return None
     _print_result(cfg, run_dir, metrics)
@@ -152,6 +160,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_threads(p, "torch CPU threads (train.threads)", default_text="the config's train.threads, else torch's: one "
                 "per core")
     add_progress(p, "no progress bar or progress lines (per-epoch lines are still printed)")
+    p.add_argument("--log-csv", nargs="?", const="", metavar="FILE",
+                   help="write the training curves (one row per epoch, every metric) to FILE, default "
+                   "RUN_DIR/metrics.csv")
+    p.add_argument("--tensorboard", nargs="?", const="", metavar="DIR",
+                   help="write TensorBoard curves (every epoch's metrics, every batch's losses) to DIR, default "
+                   "RUN_DIR/tensorboard; needs pip install tensorboard")
     p.add_argument("--no-privacy-check", action="store_true",
                    help="skip the quick privacy check at the end (fast attackers at 1 and 16 queries on at most "
                    "2000 images, saved in run.json as quick_privacy; a lower bound on what privsplit evaluate "
