@@ -126,12 +126,13 @@ def plot(results: dict[str, dict], path: Path, key: str, dataset: str) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for name, r in results.items():
         p = r["attacks"]["attribute"]["by_queries"][key]["accuracy"]
-        ax.scatter(100 * p, 100 * r["utility"], color="tab:blue" if name.startswith("rn18") or name.startswith("robust")
-                   else "tab:red")
+        colour = "tab:blue" if r["config"]["method"] == "ours" else "tab:red"
+        keyed = name.endswith(KEYED)  # identical repeats only: hollow
+        ax.scatter(100 * p, 100 * r["utility"], facecolors="none" if keyed else colour, edgecolors=colour)
         ax.annotate(name, (100 * p, 100 * r["utility"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel(f"privacy@{key}: best attacker on the private label (%), lower is better")
     ax.set_ylabel("utility accuracy (%)")
-    ax.set_title(f"{dataset}: one point per setting")
+    ax.set_title(f"{dataset}: one point per setting (blue: ours; hollow: device key, identical repeats)", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
