@@ -72,6 +72,10 @@ class TinyClient(privsplit.ClientPart):
 
 
 def test_trainer_takes_a_users_own_datasets_and_model_parts(tmp_path):
+    # The user's parts are initialised from torch's global generator, which the tests run before
+    # this one move: seeded here, or the 4-channel ReLU encoder starts dead for some states
+    # (of seeds 0-5, 2 and 4 stay near 55% even after 20 epochs).
+    torch.manual_seed(0)
     info = privsplit.TaskInfo("squares", {"utility": ["dark", "bright"], "private": ["tl", "tr", "bl", "br"]},
                               (3, 16, 16))
     head = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
