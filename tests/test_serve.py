@@ -238,7 +238,13 @@ def test_cli_server_with_torch_free_edge_client_and_cli_client(run_dir, tmp_path
         edge = json.loads(edge_out.read_text())
 
         out = tmp_path / "res.json"
-        assert main(["infer", str(det), *paths, "--server", url, "--token-file", str(token_file), "--out", str(out)]) == 0
+        threads = torch.get_num_threads()
+        try:
+            assert main(["infer", str(det), *paths, "--server", url, "--token-file", str(token_file), "--out", str(out),
+                         "--threads", "1"]) == 0
+            assert torch.get_num_threads() == 1
+        finally:
+            torch.set_num_threads(threads)
         torch_res = json.loads(out.read_text())
         assert [t["image"] for t in torch_res] == paths
         np.testing.assert_allclose([e["probabilities"] for e in edge], [t["probabilities"] for t in torch_res], atol=1e-5)

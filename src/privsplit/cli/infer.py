@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..checks import flag
+from .common import add_threads, set_threads
 
 BACKENDS = ("torch", "onnx")  # privsplit.serve.client.BACKENDS (which imports torch), pinned by tests/test_packaging.py
 
@@ -20,6 +21,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
     if args.seed is not None:
         torch.manual_seed(args.seed)
+    set_threads(args.threads)
     try:
         edge.check_out(args.out)  # before the work, not after the server has answered
     except EdgeError as e:
@@ -53,6 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--head", help="task head to ask (default: the server's first)")
     p.add_argument("--float16", action="store_true", help="send z as float16 (half the bytes)")
     p.add_argument("--seed", type=flag(int, ge=0), help="seed the torch backend's random reduction ops")
+    add_threads(p, "torch CPU threads of the torch backend")
     p.add_argument("--device-key", metavar="FILE",
                    help="consistent randomness: random ops draw from a keyed hash of each image, so sending an "
                    "image again sends the same z and averaging repeats gains the server nothing (make the key "
