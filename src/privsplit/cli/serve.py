@@ -6,15 +6,15 @@ import argparse
 import socket
 
 from ..errors import PrivsplitError
+from ..serve.protocol import (  # torch-free: --help shows them without importing the server
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEP_ALIVE,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_CONNECTIONS,
+)
 from .common import set_threads
 
-# The server's defaults, for --help without importing privsplit.serve.server (and torch):
-# the same numbers as there, pinned by tests/test_packaging.py.
-DEFAULT_MAX_BATCH = 64
-DEFAULT_BODY_TIMEOUT = 10.0
-DEFAULT_HEADER_TIMEOUT = 10.0
-DEFAULT_KEEP_ALIVE = 5.0
-DEFAULT_MAX_CONNECTIONS = 100
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

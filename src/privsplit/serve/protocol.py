@@ -26,6 +26,14 @@ from privsplit_edge.protocol import (
 
 from ..errors import CheckpointError, PrivsplitError
 
+# The server's default limits, here (torch-free) so that `privsplit serve --help` shows them
+# without importing the server.
+DEFAULT_MAX_BATCH = 64
+DEFAULT_BODY_TIMEOUT = 10.0  # seconds for the whole body of one request
+DEFAULT_HEADER_TIMEOUT = 10.0  # seconds for the request line and headers
+DEFAULT_KEEP_ALIVE = 5.0  # seconds an idle connection stays open
+DEFAULT_MAX_CONNECTIONS = 100
+
 __all__ = [
     "API",
     "CONTENT_TYPE",

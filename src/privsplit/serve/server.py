@@ -89,13 +89,21 @@ from privsplit_edge import protocol as wire
 from privsplit_edge.protocol import is_loopback  # noqa: F401  (cli.serve and tests import it from here)
 
 from ..errors import PrivsplitError
-from .protocol import API, MAX_HEADER_BYTES, EdgeError, WireFormatError, decode_z, expected_message, run_identity
+from .protocol import (
+    API,
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEP_ALIVE,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_CONNECTIONS,
+    MAX_HEADER_BYTES,
+    EdgeError,
+    WireFormatError,
+    decode_z,
+    expected_message,
+    run_identity,
+)
 
-DEFAULT_MAX_BATCH = 64
-DEFAULT_BODY_TIMEOUT = 10.0  # seconds for the whole body of one request
-DEFAULT_HEADER_TIMEOUT = 10.0  # seconds for the request line and headers
-DEFAULT_KEEP_ALIVE = 5.0  # seconds an idle connection stays open
-DEFAULT_MAX_CONNECTIONS = 100
 LOG_WINDOW = 10.0  # seconds: each kind of warning is written in full a few times per window, then counted
 LOG_FULL_LINES = 5
 
