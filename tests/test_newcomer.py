@@ -253,6 +253,24 @@ def test_limits_decode_only_the_subset_and_choose_the_same_images(tmp_path, monk
     assert len(a) == 15 and len(va) == 5
 
 
+@pytest.mark.slow
+def test_no_progress_silences_data_loading_lines_too(tmp_path, monkeypatch, capsys):
+    # Loading is not handed the flag: --no-progress is the process-wide default while a command runs.
+    monkeypatch.setenv("PRIVSPLIT_PROGRESS_SECONDS", "0")
+    _cifar_folder(tmp_path / "c10", per_class=(4, 2))
+    sets = ["data.name=cifar10", f"data.root={tmp_path / 'c10'}", "data.image_size=16", "train.epochs=1",
+            "train.batch_size=20"]
+    cmd = ["train", "--out", "", "--no-privacy-check", "--threads", "1", *[a for s in sets for a in ("--set", s)]]
+    for quiet, run in ((False, "loud"), (True, "quiet")):
+        cmd[2] = str(tmp_path / run)
+        assert main(cmd + (["--no-progress"] if quiet else [])) == 0
+        err = capsys.readouterr().err
+        assert ("decoding train: " in err) is not quiet and ("epoch 1/1: " in err) is not quiet, err
+    from privsplit import progress
+
+    assert progress._default_enabled is None, "main() leaves the process's default as it found it"
+
+
 def test_batches_layout_limits_give_the_same_images(tmp_path):
     from privsplit.data import DataConfig, load_dataset
     from test_data import _write_batches

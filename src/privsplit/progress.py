@@ -23,6 +23,18 @@ from typing import IO, Any, Iterable, Iterator
 
 DEFAULT_SECONDS = 5.0
 
+# What ``enabled=None`` means for every stage of this process: None (a bar on a
+# terminal, lines elsewhere) unless a command's --no-progress turned it off.
+_default_enabled: bool | None = None
+
+
+def set_default(enabled: bool | None) -> None:
+    """Set what ``Progress(enabled=None)`` does in this process, e.g. ``False``
+    for ``--no-progress``, so that stages a command does not pass the flag to
+    (data loading, file checks) are silenced too."""
+    global _default_enabled
+    _default_enabled = enabled
+
 
 def _interval() -> float:
     try:
@@ -70,6 +82,8 @@ class Progress:
         self.printed: int | None = None  # the count of the last line printed
         self.bar = None
         self.lines = False
+        if enabled is None:
+            enabled = _default_enabled
         if enabled is False:
             return
         if enabled or _isatty(self.file):

@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from ..progress import set_default
+
+    # --no-progress silences data loading and file checks too, not only the stages given the flag
+    set_default(False if getattr(args, "no_progress", False) else None)
     try:
         return args.func(args)
     except PrivsplitError as e:
@@ -57,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (privsplit info | head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    finally:
+        set_default(None)  # main() called from Python (tests, notebooks) leaves the process as it was
 
 
 if __name__ == "__main__":
