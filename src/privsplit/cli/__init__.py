@@ -1,4 +1,4 @@
-"""Command line: ``privsplit train | info | evaluate | attack | serve | infer | keygen | export | benchmark``.
+"""Command line: ``privsplit train | info | evaluate | attack | serve | infer | keygen | export | benchmark | tune``.
 
 One module per command (``train.py``, ``info.py``, ...), each with its
 ``add_parser``; the arguments several commands share are in ``common.py``.
@@ -26,10 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     # Each command lives in its own module of this package.
-    from . import benchmark, evaluate, export, infer, info, serve, train
+    from . import benchmark, evaluate, export, infer, info, serve, train, tune
 
     for register in (train.add_parser, info.add_parser, evaluate.add_commands, serve.add_parser, infer.add_parser,
-                     infer.add_keygen_parser, export.add_parser, benchmark.add_parser):
+                     infer.add_keygen_parser, export.add_parser, benchmark.add_parser, tune.add_parser):
         register(sub)
     return parser
 

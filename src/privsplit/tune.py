@@ -1,0 +1,405 @@
+"""``privsplit tune``: search config settings for the privacy-utility frontier with Optuna.
+
+Each trial trains the base config with the sampled settings on the training split less a
+seeded validation share (``data.val_fraction``) and attacks it on those validation images with
+the real attack suite (:func:`privsplit.evaluate.evaluate_run`): the test split is not read.
+The study lives in Optuna storage (a journal file by default, or a database URL), so a killed
+study continues when rerun and several processes share one study.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import Config, apply_overrides, load_config
+from .errors import ConfigError, TrainingDiverged
+from .queries import query_key
+
+DEFAULT_FAMILIES = ("mlp", "linear")  # quick attackers; --families head,mlp,knn,linear,mlp_flat for all
+_OPS = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b}
+
+
+@dataclass
+class Objective:
+    name: str  # "utility" or "privacy@K"
+    queries: float | None = None
+
+    @property
+    def maximise(self) -> bool:
+        return self.queries is None
+
+
+@dataclass
+class TuneOptions:
+    """What a study searches and how each trial is scored (see ``privsplit tune --help``)."""
+
+    space: dict[str, Any]
+    config: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    objectives: str = "utility,privacy@16,privacy@inf"
+    targets: list[str] = field(default_factory=list)
+    n_trials: int = 20
+    out: str = "tune"
+    storage: str | None = None
+    study_name: str = "privsplit"
+    val_fraction: float = 0.2
+    attack_epochs: int = 3
+    families: tuple[str, ...] = DEFAULT_FAMILIES
+    prune_margin: float = 0.25
+    seed: int = 0
+    device: str = "cpu"
+    confirm: bool = False
+    progress: bool | None = None
+
+
+def parse_objectives(text: str) -> list[Objective]:
+    out: list[Objective] = []
+    for item in (t.strip() for t in text.split(",")):
+        m = re.fullmatch(r"privacy@(\d+|inf)", item)
+        if item == "utility":
+            out.append(Objective("utility"))
+        elif m and (m.group(1) == "inf" or int(m.group(1)) >= 1):
+            out.append(Objective(item, math.inf if m.group(1) == "inf" else int(m.group(1))))
+        else:
+            raise ConfigError(f"objective {item!r} is not utility or privacy@K (K a whole number or inf), "
+                              "e.g. --objectives utility,privacy@16,privacy@inf")
+    if len({o.name for o in out}) != len(out) or not any(o.maximise for o in out):
+        raise ConfigError(f"--objectives {text!r} must name utility once and each privacy@K at most once")
+    return out
+
+
+def parse_target(text: str, objectives: list[Objective]) -> tuple[str, str, float]:
+    m = re.fullmatch(r"\s*(utility|privacy@(?:\d+|inf))\s*(<=|>=)\s*([0-9.eE+-]+)\s*", text)
+    try:
+        value = float(m.group(3)) if m else math.nan
+    except ValueError:
+        value = math.nan
+    if not m or not 0 <= value <= 1:
+        raise ConfigError(f"target {text!r} must look like privacy@16<=0.25 or utility>=0.8 (a share from 0 to 1)")
+    if m.group(1) not in {o.name for o in objectives}:
+        raise ConfigError(f"target {text!r} names {m.group(1)}, which is not among the objectives "
+                          f"({', '.join(o.name for o in objectives)}); add it to --objectives")
+    return m.group(1), m.group(2), value
+
+
+def load_space(path: str | Path) -> dict[str, Any]:
+    try:
+        space = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read the search space {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"search space {path} is not valid YAML: {' '.join(str(e).split())}") from None
+    return space
+
+
+def check_space(space: Any, base: Config) -> None:
+    """Every setting and every end of its range through the config's own validation, before any trial."""
+    if not isinstance(space, dict) or not space:
+        raise ConfigError("the search space is empty: give a YAML mapping such as "
+                          "'reduction.0.sigma: {low: 1, high: 16, log: true}' or 'train.lam: [0.1, 1]'")
+    for key, spec in space.items():
+        if isinstance(spec, list):
+            if not spec:
+                raise ConfigError(f"search space {key}: the list of choices is empty")
+            values = spec
+        elif isinstance(spec, dict) and {"low", "high"} <= set(spec) and set(spec) <= {"low", "high", "log", "int"}:
+            low, high = spec["low"], spec["high"]
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or low > high:
+                raise ConfigError(f"search space {key}: low and high must be numbers with low <= high, got {spec}")
+            if spec.get("log") and low <= 0:
+                raise ConfigError(f"search space {key}: a log range needs low > 0, got {low}")
+            values = [low, high]
+        else:
+            raise ConfigError(f"search space {key}: give a list of choices or {{low: A, high: B[, log: true]"
+                              f"[, int: true]}}, got {spec!r}")
+        for v in values:
+            try:
+                apply_overrides(base, [f"{key}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"])
+            except ConfigError as e:
+                raise ConfigError(f"search space {key}={v!r} is refused by the config: {e}") from None
+
+
+def _override(key: str, value: Any) -> str:
+    return f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+
+
+def sample(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, spec in space.items():
+        if isinstance(spec, list):
+            out[key] = trial.suggest_categorical(key, spec)
+        elif spec.get("int"):
+            out[key] = trial.suggest_int(key, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log")))
+        else:
+            out[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
+    return out
+
+
+def open_storage(storage: str | None, out: Path):  # noqa: ANN201
+    """A database URL (sqlite:///..., postgresql://...) or a journal file path (default OUT/study.journal)."""
+    import optuna
+
+    try:
+        if storage and "://" in storage:
+            return optuna.storages.RDBStorage(storage, heartbeat_interval=None)
+        path = Path(storage) if storage else out / "study.journal"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    except Exception as e:  # noqa: BLE001  optuna / sqlalchemy raise many kinds
+        raise ConfigError(f"cannot open the study storage {storage or out / 'study.journal'}: "
+                          f"{' '.join(str(e).split())[:200]}") from None
+
+
+def trial_figures(results: dict[str, Any], objectives: list[Objective]) -> list[float]:
+    """The one place that reads utility and privacy from an evaluation's results."""
+    by = results["privacy_by_queries"]
+    return [float(results["utility"]) if o.maximise else float(by[query_key(o.queries)]) for o in objectives]
+
+
+def _feasible(values: list[float], objectives: list[Objective], targets: list[tuple[str, str, float]]) -> bool:
+    named = {o.name: v for o, v in zip(objectives, values)}
+    return all(_OPS[op](named[n], t) for n, op, t in targets)
+
+
+def _shortfall(values: list[float], objectives: list[Objective], targets: list[tuple[str, str, float]]) -> float:
+    named = {o.name: v for o, v in zip(objectives, values)}
+    return sum(max(0.0, named[n] - t) if op == "<=" else max(0.0, t - named[n]) for n, op, t in targets)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _retry_interrupted(study: Any) -> None:
+    """Trials left RUNNING by a dead process of this machine are marked failed (interrupted) and re-queued."""
+    import optuna
+
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.user_attrs.get("host") == host and not _alive(int(t.user_attrs.get("pid", 0))):
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "interrupted (its process died); retried")
+            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(t.params, skip_if_exists=False)
+
+
+def _counted(study: Any) -> list[Any]:
+    """Trials that count towards n_trials: finished or running, not interrupted, not surplus."""
+    import optuna
+
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL,
+            optuna.trial.TrialState.RUNNING)
+    return [t for t in study.get_trials(deepcopy=False, states=done)
+            if not t.user_attrs.get("surplus") and "interrupted" not in t.user_attrs.get("fail_reason", "")]
+
+
+def tune(options: TuneOptions, log: Any = print) -> dict[str, Any]:
+    """Run (or continue) a study; writes OUT/best.yaml, OUT/report.md and OUT/frontier.png.
+
+    Returns ``{"best": trial dict | None, "feasible": bool, "trials": [...]}``."""
+    objectives = parse_objectives(options.objectives)
+    targets = [parse_target(t, objectives) for t in options.targets]
+    base = load_config(options.config, options.overrides)
+    check_space(options.space, base)
+    if not 0 < options.val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be between 0 and 1 (exclusive), got {options.val_fraction}")
+    from .attacks import AttackOptions
+    from .evaluate import EvalOptions, check_attacks
+
+    attack = AttackOptions(epochs=options.attack_epochs, families=tuple(options.families),
+                           queries=tuple(sorted({o.queries for o in objectives if o.queries} | {1})),
+                           seed=options.seed, progress=options.progress)
+    check_attacks(["attribute"], attack)
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    import optuna
+    from .train.engine import Callback, train
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(options.storage, out)
+    study = optuna.create_study(
+        storage=storage, study_name=options.study_name, load_if_exists=True,
+        directions=["maximize" if o.maximise else "minimize" for o in objectives],
+        sampler=optuna.samplers.NSGAIISampler(seed=None, population_size=max(4, min(20, options.n_trials))),
+    )
+    _retry_interrupted(study)
+
+    def trial_config(params: dict[str, Any], val: float) -> Config:
+        return apply_overrides(base, [*(_override(k, v) for k, v in params.items()), f"data.val_fraction={val}",
+                                      f"train.device={options.device}"])
+
+    class Pruner(Callback):
+        """Stop a trial whose validation utility at an epoch is far below the best finished trial's there."""
+
+        def __init__(self, trial: Any) -> None:
+            self.trial = trial
+
+        def on_epoch_end(self, ctx: Any) -> None:
+            acc = next((v for k, v in ctx.metrics.items() if k.startswith("test/") and k.endswith("/acc")
+                        and not k.startswith("test/adv/")), None)
+            if acc is None:
+                return
+            self.trial.set_user_attr(f"utility_epoch_{ctx.epoch}", acc)
+            best = [t.user_attrs.get(f"utility_epoch_{ctx.epoch}") for t in
+                    study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+            best = max((b for b in best if b is not None), default=None)
+            if ctx.epoch < ctx.cfg.train.epochs and best is not None and acc < best - options.prune_margin:
+                raise optuna.TrialPruned(f"validation utility {acc:.3f} at epoch {ctx.epoch} is over "
+                                         f"{options.prune_margin:g} below the best finished trial's {best:.3f}")
+
+    def objective(trial: Any) -> list[float]:
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        ahead = [t for t in _counted(study) if t.number < trial.number]
+        if len(ahead) >= options.n_trials:  # another process took the last slot first
+            trial.set_user_attr("surplus", True)
+            raise optuna.TrialPruned("surplus: the study already has its trials")
+        params = sample(trial, options.space)
+        cfg = trial_config(params, options.val_fraction)
+        run_dir = out / "trials" / f"trial-{trial.number:04d}"
+        trial.set_user_attr("run_dir", str(run_dir))
+        try:
+            train(cfg, run_dir, progress=options.progress, callbacks=[Pruner(trial)], log=lambda _m: None)
+        except TrainingDiverged as e:
+            trial.set_user_attr("fail_reason", str(e))
+            raise
+        from .evaluate import evaluate_run
+
+        results = evaluate_run(run_dir, EvalOptions(attacks=("attribute",), attack=attack, seed=options.seed,
+                                                    latency_repeats=0, device=options.device,
+                                                    progress=options.progress, log=lambda _m: None))
+        return trial_figures(results, objectives)
+
+    def report_line(study_: Any, t: Any) -> None:
+        if t.user_attrs.get("surplus"):
+            return
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            figs = ", ".join(f"{o.name} {100 * v:.1f}%" for o, v in zip(objectives, t.values))
+            ok = _feasible(t.values, objectives, targets)
+            log(f"trial {t.number}: {shown}: {figs}" + (f"; {'feasible' if ok else 'infeasible'}" if targets else ""))
+        else:
+            why = t.user_attrs.get("fail_reason") or t.system_attrs.get("fail_reason", "")
+            log(f"trial {t.number}: {shown}: {t.state.name.lower()} {why}".rstrip())
+
+    while len(_counted(study)) < options.n_trials:
+        study.optimize(objective, n_trials=1, catch=(TrainingDiverged,), callbacks=[report_line])
+    return write_report(study, objectives, targets, options, out, base, trial_config, log)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def write_report(study: Any, objectives: list[Objective], targets: list[tuple[str, str, float]],
+                 options: TuneOptions, out: Path, base: Config, trial_config: Any, log: Any) -> dict[str, Any]:
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    pareto = {t.number for t in study.best_trials} if complete else set()
+    feasible = [t for t in complete if _feasible(t.values, objectives, targets)]
+    ui = next(i for i, o in enumerate(objectives) if o.maximise)
+    best = max(feasible, key=lambda t: t.values[ui], default=None)
+    keys = list(options.space)
+    lines = ["# privsplit tune: the privacy-utility frontier", "",
+             f"Study {options.study_name!r}: {len(complete)} trial(s) measured on a validation split "
+             f"(data.val_fraction {options.val_fraction:g} of the training images; the test split is not read), "
+             f"attackers {','.join(options.families)} for {options.attack_epochs} epoch(s). "
+             f"Targets: {', '.join(options.targets) or 'none'}. * = Pareto-optimal.", "",
+             "| trial | pareto | " + " | ".join(keys) + " | " + " | ".join(o.name for o in objectives) + " | feasible |",
+             "|---|---|" + "---|" * (len(keys) + len(objectives) + 1)]
+    for t in sorted(complete, key=lambda t: -t.values[ui]):
+        lines.append(f"| {t.number} | {'*' if t.number in pareto else ''} | "
+                     + " | ".join(_fmt(t.params.get(k)) for k in keys) + " | "
+                     + " | ".join(f"{100 * v:.2f}%" for v in t.values) + f" | {'yes' if t in feasible else 'no'} |")
+    others = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED))
+    for t in others:
+        if not t.user_attrs.get("surplus"):
+            lines.append(f"\ntrial {t.number} {t.state.name.lower()}: {t.user_attrs.get('fail_reason', '')}")
+    lines += ["", "Shipped configs: not measured at this budget (their measured points at other budgets are in "
+              "benchmarks/RESULTS.md).", ""]
+    if _plot(complete, pareto, objectives, out / "frontier.png"):
+        lines.append("![frontier](frontier.png)")
+    result: dict[str, Any] = {"feasible": best is not None, "trials": len(complete), "best": None}
+    if best is not None:
+        cfg = trial_config(best.params, base.data.val_fraction)  # best.yaml trains on the whole training split
+        cfg.name = f"tuned-trial-{best.number}"
+        cfg.save(out / "best.yaml")
+        result["best"] = {"number": best.number, "params": best.params,
+                          "values": dict(zip((o.name for o in objectives), best.values))}
+        lines += ["", f"Chosen: trial {best.number} ({', '.join(f'{k}={_fmt(v)}' for k, v in best.params.items())}), "
+                  f"written to best.yaml (privsplit train --config {out / 'best.yaml'})."]
+        if options.confirm:
+            result["confirm"] = confirm(cfg, best, objectives, options, out, log)
+            lines.append(f"\nConfirmed on the test split: {result['confirm']['text']}")
+    else:
+        closest = sorted(complete, key=lambda t: _shortfall(t.values, objectives, targets))[:3]
+        result["closest"] = [{"number": t.number, "params": t.params,
+                              "values": dict(zip((o.name for o in objectives), t.values))} for t in closest]
+        lines += ["", f"No trial meets {', '.join(options.targets)}; closest: "
+                  + "; ".join(f"trial {c['number']} " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in c['values'].items())
+                              for c in result["closest"])]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    return result
+
+
+def confirm(cfg: Config, best: Any, objectives: list[Objective], options: TuneOptions, out: Path, log: Any) -> dict:
+    """Retrain the chosen config on the whole training split and evaluate it once on the test split."""
+    from .attacks import AttackOptions
+    from .evaluate import EvalOptions, evaluate_run
+    from .train.engine import train
+
+    run_dir = out / "confirm"
+    train(cfg, run_dir, resume=(run_dir / "config.yaml").is_file(), progress=options.progress, log=lambda _m: None)
+    attack = AttackOptions(epochs=options.attack_epochs, families=tuple(options.families), seed=options.seed,
+                           queries=tuple(sorted({o.queries for o in objectives if o.queries} | {1})))
+    res = evaluate_run(run_dir, EvalOptions(attacks=("attribute",), attack=attack, seed=options.seed,
+                                            latency_repeats=0, device=options.device, log=lambda _m: None))
+    test = trial_figures(res, objectives)
+    text = ", ".join(f"{o.name} {100 * t:.1f}% (validation {100 * v:.1f}%, {100 * (t - v):+.1f})"
+                     for o, t, v in zip(objectives, test, best.values))
+    log(f"confirmed on the test split: {text}")
+    return {"values": dict(zip((o.name for o in objectives), test)), "text": text}
+
+
+def _plot(trials: list[Any], pareto: set[int], objectives: list[Objective], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    privacy = [i for i, o in enumerate(objectives) if not o.maximise]
+    ui = next(i for i, o in enumerate(objectives) if o.maximise)
+    if not trials or not privacy:
+        return False
+    fig, axes = plt.subplots(1, len(privacy), figsize=(5 * len(privacy), 4), squeeze=False)
+    for ax, i in zip(axes[0], privacy):
+        for t in trials:
+            on = t.number in pareto
+            ax.scatter(100 * t.values[i], 100 * t.values[ui], c="tab:red" if on else "tab:grey", marker="*" if on else "o")
+            ax.annotate(str(t.number), (100 * t.values[i], 100 * t.values[ui]), fontsize=7)
+        ax.set_xlabel(f"{objectives[i].name} (%), lower is better")
+        ax.set_ylabel("utility (%)")
+        ax.grid(alpha=0.3)
+    fig.suptitle("privsplit tune: trials (red stars: Pareto-optimal)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

@@ -1,0 +1,129 @@
+"""privsplit tune on the built-in digits: a real study, real processes, real SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+optuna = pytest.importorskip("optuna")
+
+SPACE = "reduction.0.sigma: {low: 1, high: 16, log: true}\ntrain.lam: [0.1, 1.0]\n"
+TINY = ["--set", "train.epochs=1", "--set", "data.limit_train=500", "--set", "data.limit_test=100",
+        "--attack-epochs", "1", "--threads", "1", "--no-progress"]
+
+
+def _cmd(tmp: Path, *extra: str) -> list[str]:
+    (tmp / "space.yaml").write_text(SPACE)
+    return [sys.executable, "-m", "privsplit", "tune", "--space", str(tmp / "space.yaml"), "--out", str(tmp / "out"),
+            *TINY, *extra]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+
+
+def _study(tmp: Path):  # noqa: ANN202
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp / "out" / "study.journal")))
+    return optuna.load_study(study_name="privsplit", storage=storage)
+
+
+@pytest.mark.slow
+def test_tiny_study_writes_frontier_best_and_report(tmp_path: Path) -> None:
+    r = subprocess.run(_cmd(tmp_path, "--trials", "3", "--target", "privacy@16<=1"), env=_env(),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("; feasible") == 3  # one progress line per trial
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert report.count("| yes |") == 3 and "*" in report and "not measured" in report
+    assert (tmp_path / "out" / "frontier.png").stat().st_size > 0
+    from privsplit.config import load_config
+
+    best = load_config(tmp_path / "out" / "best.yaml")  # what privsplit train --config takes
+    assert best.data.val_fraction == 0  # trains on the whole training split
+    chosen = {k: v for k, v in yaml.safe_load((tmp_path / "out" / "best.yaml").read_text())["train"].items()
+              if k == "lam"}
+    assert chosen["lam"] in (0.1, 1.0)
+    # an unmet target: non-zero, the closest trials printed, no new trial (the study has its 3)
+    r = subprocess.run(_cmd(tmp_path, "--trials", "3", "--target", "privacy@16<=0.001"), env=_env(),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1 and "no trial meets" in r.stderr and "trial " in r.stderr
+    assert len(_study(tmp_path).get_trials()) == 3
+
+
+@pytest.mark.parametrize("space, says", [
+    ("train.epochs: {low: 0, high: 3}\n", "train.epochs must be >= 1"),
+    ("train.no_such: [1, 2]\n", "unknown key"),
+    ("{}\n", "empty"),
+    ("reduction.0.sigma: {low: 0, high: 2, log: true}\n", "log range"),
+])
+def test_bad_space_refused_before_training(tmp_path: Path, space: str, says: str,
+                                           capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "bad.yaml").write_text(space)
+    from privsplit.cli import main
+
+    out = tmp_path / "out"
+    assert main(["tune", "--space", str(tmp_path / "bad.yaml"), "--out", str(out)]) == 2
+    assert says in capsys.readouterr().err
+    assert not out.exists()  # nothing written, nothing trained
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--objectives", "utility,privacy@x"], "objective"),
+    (["--target", "privacy@16<0.2"], "target"),
+    (["--target", "privacy@1<=0.2"], "not among the objectives"),
+    (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open the study storage"),
+])
+def test_bad_input_one_line(tmp_path: Path, flags: list[str], says: str, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "space.yaml").write_text(SPACE)
+    from privsplit.cli import main
+
+    assert main(["tune", "--space", str(tmp_path / "space.yaml"), "--out", str(tmp_path / "out"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1
+    assert not (tmp_path / "out" / "trials").exists()
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_keeps_finished_trial(tmp_path: Path) -> None:
+    cmd = _cmd(tmp_path, "--trials", "2", "--set", "train.epochs=3")
+    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, text=True)
+    assert "trial 0" in p.stdout.readline()  # the first trial finished
+    second = tmp_path / "out" / "trials" / "trial-0001" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not second.exists() and time.time() < deadline:  # the second trial is mid-training
+        time.sleep(0.2)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    first = _study(tmp_path).get_trials()[0]
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    trials = _study(tmp_path).get_trials()
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 2 and done[0].number == 0 and done[0].values == first.values  # kept, not retrained
+    killed = trials[1]
+    assert killed.state == optuna.trial.TrialState.FAIL and "interrupted" in killed.user_attrs["fail_reason"]
+    assert done[1].params == killed.params  # the interrupted trial retried
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_study(tmp_path: Path) -> None:
+    cmd = _cmd(tmp_path, "--trials", "4")
+    procs = [subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    trials = _study(tmp_path).get_trials()
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 4
+    assert len({t.number for t in done}) == 4
+    assert len(list((tmp_path / "out" / "trials").iterdir())) == 4  # no trial trained twice, none beyond 4
+    assert all(o[0].count("trial ") >= 1 for o in outs)  # both processes worked
