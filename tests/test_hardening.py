@@ -20,7 +20,7 @@ import torch
 from privsplit.cli import main
 from privsplit.errors import CheckpointError, PrivsplitError
 from privsplit.serve import Client, ServeError
-from privsplit.serve import server as server_module
+from privsplit.serve import observe as server_module  # LogLimiter's window and line counts
 from privsplit.serve.protocol import encode_z
 from privsplit.serve.server import BackgroundServer, LogLimiter, create_app
 

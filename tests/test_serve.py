@@ -26,12 +26,12 @@ from privsplit.serve import Client, ServeError
 from privsplit.serve.protocol import encode_z
 from privsplit.serve.server import (
     BackgroundServer,
-    _open_files_limit,
     create_app,
     is_loopback,
     read_token,
     uvicorn_config,
 )
+from privsplit.serve.transport import _open_files_limit
 
 HEADS = "heads=[{name: task, target: utility}, {name: digit, target: private}]"
 
