@@ -241,7 +241,7 @@ def test_cli_server_with_torch_free_edge_client_and_cli_client(run_dir, tmp_path
         threads = torch.get_num_threads()
         try:
             assert main(["infer", str(det), *paths, "--server", url, "--token-file", str(token_file), "--out", str(out),
-                         "--threads", "1"]) == 0
+                         "--threads", "1", "--device", "cpu"]) == 0
             assert torch.get_num_threads() == 1
         finally:
             torch.set_num_threads(threads)
@@ -255,6 +255,10 @@ def test_cli_server_with_torch_free_edge_client_and_cli_client(run_dir, tmp_path
         lines = capsys.readouterr().out.strip().splitlines()[-3:]
         assert [ln.split("\t")[0] for ln in lines] == [t["label"] for t in torch_res]
         assert [ln.split("\t")[2] for ln in lines] == paths
+        if not torch.cuda.is_available():  # a device this machine lacks: one line, before anything is sent
+            assert main(["infer", str(det), paths[0], "--server", url, "--token-file", str(token_file),
+                         "--device", "cuda:0"]) == 2
+            assert "--device cuda:0: CUDA is not available here" in capsys.readouterr().err
         # Without the token the CLI client gets a one-line error.
         assert main(["infer", str(det), paths[0], "--server", url]) == 2
         assert "401" in capsys.readouterr().err
@@ -330,7 +334,9 @@ def test_settings_are_checked(run_dir, capsys):
                          (["--max-batch", "0"], "--max-batch"), (["--port", "70000"], "--port"),
                          (["--threads", "0"], "--threads"), (["--body-timeout", "-1"], "--body-timeout"),
                          (["--header-timeout", "0"], "--header-timeout"), (["--keep-alive", "-5"], "--keep-alive"),
-                         (["--max-connections", "0"], "--max-connections")]:
+                         (["--max-connections", "0"], "--max-connections"),
+                         *([(["--device", "cuda"], "--device cuda: CUDA is not available here")]
+                           if not torch.cuda.is_available() else [])]:
         assert main(["serve", str(run_dir), *flags]) == 2, flags
         err = capsys.readouterr().err
         assert words in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (flags, err)

@@ -28,6 +28,24 @@ def add_device(p: argparse.ArgumentParser, what: str = "models run", default: st
                    help=f"where {what}: auto (CUDA if present), cpu or cuda[:N] (default {default_text})")
 
 
+def resolve_device_flag(name: str) -> str:
+    """``--device``'s value as a torch device name (``auto`` resolved), or a one-line error naming the flag."""
+    import torch
+
+    from ..errors import PrivsplitError
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise PrivsplitError(f"--device {name}: CUDA is not available here; use --device cpu (or auto)")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise PrivsplitError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                                 f"numbered from 0")
+    return name
+
+
 def add_threads(p: argparse.ArgumentParser, what: str = "torch CPU threads", default_text: str = "torch's") -> None:
     p.add_argument("--threads", type=flag(int, ge=1), metavar="N",
                    help=f"{what} (default: {default_text}); on a machine other jobs share, give the cores "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..checks import flag
-from .common import add_threads, set_threads
+from .common import add_device, add_threads, resolve_device_flag, set_threads
 
 BACKENDS = ("torch", "onnx")  # privsplit.serve.client.BACKENDS (which imports torch), pinned by tests/test_packaging.py
 
@@ -29,7 +29,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     token = read_token(args.token_file) if args.token_file else None
     client = Client(args.run_dir, args.server, token, args.backend, args.export_dir,
                     "float16" if args.float16 else "float32", device_key=args.device_key,
-                    ca_file=args.ca_file, allow_insecure_token=args.allow_insecure_token)
+                    ca_file=args.ca_file, allow_insecure_token=args.allow_insecure_token,
+                    device=resolve_device_flag(args.device) if args.backend == "torch" else "cpu")
     results = client.infer(args.images, args.head)
     try:
         edge.print_results(args.images, results, args.out)
@@ -56,6 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--float16", action="store_true", help="send z as float16 (half the bytes)")
     p.add_argument("--seed", type=flag(int, ge=0), help="seed the torch backend's random reduction ops")
     add_threads(p, "torch CPU threads of the torch backend")
+    add_device(p, "the torch backend's obfuscator runs", default="cpu", default_text="cpu")
     p.add_argument("--device-key", metavar="FILE",
                    help="consistent randomness: random ops draw from a keyed hash of each image, so sending an "
                    "image again sends the same z and averaging repeats gains the server nothing (make the key "

@@ -13,7 +13,7 @@ from ..serve.protocol import (  # torch-free: --help shows them without importin
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_CONNECTIONS,
 )
-from .common import set_threads
+from .common import add_device, resolve_device_flag, set_threads
 
 
 
@@ -31,7 +31,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "Give --token-file FILE, or bind to 127.0.0.1"
         )
     set_threads(args.threads)
-    app = create_app(args.run_dir, token, args.max_batch, args.max_body_bytes, args.body_timeout,
+    device = resolve_device_flag(args.device)
+    app = create_app(TaskNetwork(args.run_dir, device=device), token, args.max_batch, args.max_body_bytes, args.body_timeout,
                      metrics=not args.no_metrics, access_log=args.access_log,
                      on_stop=lambda line: print(line, flush=True))
     config = uvicorn_config(
@@ -45,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     scheme = "https" if args.tls_cert else "http"
     print(
         f"serving {args.run_dir} ({net.identity['method']}, {net.identity['backbone']} split {net.identity['split']}, "
-        f"z {tuple(net.z_shape)}, heads {', '.join(net.info)}) on {scheme}://{args.host}:{args.port} "
+        f"z {tuple(net.z_shape)}, heads {', '.join(net.info)}, on {device}) on {scheme}://{args.host}:{args.port} "
         f"({'bearer token required' if token else 'no token: loopback only'}; timeouts: header "
         f"{args.header_timeout:g} s, body {args.body_timeout:g} s, keep-alive {args.keep_alive:g} s; "
         f"at most {args.max_connections} connections; "
@@ -101,6 +102,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "encrypted on the wire. Clients verify it (--ca-file for a self-signed one)")
     p.add_argument("--tls-key", metavar="FILE.pem", help="the certificate's private key (PEM, not encrypted)")
     p.add_argument("--threads", type=int, help="torch threads for the heads (default: torch's)")
+    add_device(p, "the task network runs", default="cpu", default_text="cpu")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.add_argument("--access-log", action="store_true",
                    help="write one line per answered request to stdout (time, client address, method, path, "

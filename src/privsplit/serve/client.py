@@ -37,6 +37,7 @@ class Client:
         dtype: ``"float32"`` or ``"float16"`` on the wire.
         ca_file: trust this certificate (or CA) for an ``https://`` server (self-signed).
         allow_insecure_token: send ``token`` over plain ``http://`` to a non-loopback host anyway.
+        device: where the torch backend's obfuscator runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         device_key: path of a device key (``privsplit keygen``): random ops draw
             consistently per image (:mod:`privsplit_edge.keyed`), so an image sent
             twice gives the same ``z``; None: fresh randomness at every call.
@@ -62,6 +63,7 @@ class Client:
         device_key: str | Path | None = None,
         ca_file: str | Path | None = None,
         allow_insecure_token: bool = False,
+        device: str = "cpu",
     ) -> None:
         if backend not in BACKENDS:
             raise ServeError(f"unknown backend {backend!r}; valid choices: {', '.join(BACKENDS)}")
@@ -78,7 +80,8 @@ class Client:
             if backend == "torch":
                 from ..run import load_run
 
-                self.obfuscator = load_run(self.run_dir, parts=("obfuscator",)).model.obfuscator
+                self.device = torch.device(device)
+                self.obfuscator = load_run(self.run_dir, parts=("obfuscator",)).model.obfuscator.to(self.device)
             else:
                 folder = Path(export_dir) if export_dir else self.run_dir / "export"
                 if not (folder / "obfuscator.onnx").is_file():
@@ -117,9 +120,9 @@ class Client:
                 raise ServeError(str(e)) from None
         batch = _as_numpy(images, self.image_size)
         draws = self.obfuscator.draws
-        u = torch.from_numpy(keyed_uniforms(self.key, batch, draws)) if self.key and draws else None
+        u = torch.from_numpy(keyed_uniforms(self.key, batch, draws)).to(self.device) if self.key and draws else None
         with torch.inference_mode():
-            return self.obfuscator(torch.from_numpy(batch), u).float().numpy()
+            return self.obfuscator(torch.from_numpy(batch).to(self.device), u).float().cpu().numpy()
 
     def infer(self, images: Iterable[Any] | np.ndarray | torch.Tensor, head: str | None = None) -> list[dict[str, Any]]:
         """Task results, one dict per image: ``label``, ``index``, ``probability``, ``probabilities``."""
