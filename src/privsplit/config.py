@@ -92,7 +92,7 @@ class AdversaryConfig:
     """
 
     name: str = setting("adversary", name=True)
-    kind: str = "attribute"  # a name in privsplit.methods.adversaries.ADVERSARIES
+    kind: str = "attribute"  # a name in privsplit.adversaries.ADVERSARIES
     target: str = "private"
     queries: Any = 1  # checked by adversary_queries
     objective: str = setting("ce", choices=ADVERSARY_OBJECTIVES)
@@ -100,7 +100,7 @@ class AdversaryConfig:
     reset_every: int = setting(0, ge=0, le=100_000)
 
     def __post_init__(self) -> None:
-        from .methods.adversaries import ADVERSARIES  # the kinds live with the methods that build them
+        from .adversaries import ADVERSARIES  # deferred: it imports torch
 
         check_fields(self, "adversaries")
         if self.kind not in ADVERSARIES:

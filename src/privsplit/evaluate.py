@@ -32,7 +32,7 @@ from .metrics.cost import client_cost
 from .metrics.image import load_lpips, load_st_lpips
 from .progress import Progress
 from .run import Run, load_run, read_run_record
-from .train.distributed import resolve_device
+from .tensors import resolve_device
 
 DEFAULT_ATTACKS = ("attribute", "reconstruction")
 
@@ -192,7 +192,7 @@ def encode(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
     """The deterministic stage of the client (``client.encode``) for every image
     of ``ds``, its labels, and the uint8 images if asked."""
-    from .train.batching import batches
+    from .tensors import batches
 
     es, xs = [], []
     labels: dict[str, list[torch.Tensor]] = {}

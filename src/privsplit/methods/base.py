@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..models.backbones import build_head
 from ..obfuscator import ClientPart
 from ..registry import Registry
-from .adversaries import ADVERSARIES
+from ..adversaries import ADVERSARIES
 
 if TYPE_CHECKING:
     from ..reduction import Reduction

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, PrivsplitError
-from ..train.checkpoint import state_mismatch
+from ..tensors import state_mismatch
 
 # MS-SSIM at its 5 default scales halves the image 4 times, so the 11-pixel
 # gaussian window needs more than (11 - 1) * 2^4 = 160 pixels per side;

@@ -35,6 +35,7 @@ from torch import nn
 from privsplit_edge.protocol import file_digest  # one digest for run.json, meta.json, the manifest and the edge client
 
 from ..errors import CheckpointError
+from ..tensors import state_mismatch  # re-exported: old imports name it here
 
 FORMAT = "privsplit-checkpoint"
 VERSION = 1
@@ -137,23 +138,6 @@ def read_weights(path: Path, digest: str | None = None) -> dict[str, torch.Tenso
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
-
-
-def state_mismatch(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> str | None:
-    """Why ``tensors`` cannot be loaded into a module whose state dict is
-    ``own`` (missing, unexpected or reshaped keys), or None if it can."""
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    wrong = sorted(k for k in set(own) & set(tensors) if tuple(own[k].shape) != tuple(tensors[k].shape))
-    parts = []
-    if missing:
-        parts.append(f"missing {len(missing)} (e.g. {missing[0]})")
-    if unexpected:
-        parts.append(f"unexpected {len(unexpected)} (e.g. {unexpected[0]})")
-    if wrong:
-        k = wrong[0]
-        parts.append(f"{len(wrong)} with other shapes (e.g. {k}: {tuple(tensors[k].shape)} vs {tuple(own[k].shape)})")
-    return "; ".join(parts) or None
 
 
 def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:

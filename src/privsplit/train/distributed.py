@@ -8,18 +8,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..errors import ConfigError
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (CUDA if present, else CPU), ``cpu`` or ``cuda[:N]`` as a device; CUDA must be present."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name} but CUDA is not available here; use train.device=cpu or auto")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ConfigError(f"train.device must be auto, cpu or cuda[:N], got {name!r}")
-    return torch.device(name)
+from ..tensors import resolve_device  # re-exported: old imports name it here
 
 
 class Distributed:

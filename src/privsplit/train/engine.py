@@ -36,7 +36,7 @@ from ..data.base import TaskInfo, load_dataset
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..lock import LOCK_NAME, FolderLock
 from ..methods import Method, SplitModel, build_method
-from ..methods.adversaries import ADVERSARIES
+from ..adversaries import ADVERSARIES
 from ..progress import Progress
 from ..metrics.accuracy import chance_level
 from .batching import batches, dataset_labels
