@@ -29,3 +29,33 @@ def test_duplicate_registration_refused():
     reg.register("a")(lambda: 1)
     with pytest.raises(ValueError, match="twice"):
         reg.register("a")(lambda: 2)
+
+
+def test_a_registered_class_takes_its_name_from_the_decorator():
+    reg = Registry("widget")
+
+    @reg.register("gear")
+    class Gear:
+        pass
+
+    assert Gear.name == "gear" and reg.create("gear").name == "gear"
+    with pytest.raises(ValueError, match="registered as 'cog' but names itself 'sprocket'"):
+        @reg.register("cog")
+        class Sprocket:
+            name = "sprocket"
+
+
+def _registries():
+    from privsplit.attacks import ATTACKS
+    from privsplit.methods import METHODS
+    from privsplit.reduction.base import OPS
+
+    return {"op": OPS, "method": METHODS, "attack": ATTACKS}
+
+
+@pytest.mark.parametrize("kind", ["op", "method", "attack"])
+def test_every_registered_class_is_named_as_registered(kind):
+    reg = _registries()[kind]
+    assert reg.names()
+    for name in reg.names():
+        assert reg.get(name).name == name, (kind, name)

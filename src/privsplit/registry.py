@@ -26,9 +26,17 @@ class Registry(Generic[T]):
         self._entries: dict[str, Callable[..., T]] = {}
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Register ``factory`` under ``name``; a class also gets ``name`` as its ``name``
+        attribute, so that the name is written once, in the decorator."""
+
         def add(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
+            if isinstance(factory, type):
+                own = factory.__dict__.get("name")
+                if own is not None and own != name:
+                    raise ValueError(f"{self.kind} {factory.__name__} is registered as {name!r} but names itself {own!r}")
+                factory.name = name  # type: ignore[attr-defined]
             self._entries[name] = factory
             return factory
 

@@ -158,7 +158,6 @@ class AttributeAttack(Attack):
     The verdict (``leaks`` / ``at chance``) is the worst over the numbers of queries
     (``worst_queries``, ``worst_accuracy``); ``verdict_1`` is the one-query one."""
 
-    name = "attribute"
 
     def run(self, data: EvalData, options: AttackOptions) -> dict[str, Any]:
         target = options.target

@@ -237,7 +237,6 @@ class InversionAttack(Attack):
     (:func:`privsplit.metrics.image_metrics`, beside the mean training image) and
     saved as a grid of originals above reconstructions."""
 
-    name = "inversion"
     label = "white-box inversion"
     needs_images = True
     reconstructs = True

@@ -88,7 +88,6 @@ class ModelSpaceAttack(InversionAttack):
     same public architecture are optimised together. Beside the white-box
     inversion it shows how much of the leak comes from owning the obfuscator."""
 
-    name = "model_space"
     label = "model-space attack"
     grid_name = "model_space"
 

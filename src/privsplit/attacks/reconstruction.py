@@ -33,7 +33,6 @@ class ReconstructionAttack(Attack):
     """A fresh :class:`Decoder` on ``z`` at every number of queries; reports
     similarity and saves a grid. The headline is the one-query figure."""
 
-    name = "reconstruction"
     needs_images = True
     reconstructs = True
     # The attacker's decoder (see Decoder); benchmarks/reconstruction_attackers.py compares others.

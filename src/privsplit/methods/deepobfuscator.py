@@ -49,7 +49,6 @@ WEIGHT = {"attribute": "w_attribute", "decoder": "w_reconstruction"}  # method_a
 
 @METHODS.register("deepobfuscator")
 class DeepObfuscator(Method):
-    name = "deepobfuscator"
     args = {
         "w_attribute": MethodArg(float, 1.0, "weight of the attribute adversary's cross-entropy in the obfuscator's loss"),
         "w_reconstruction": MethodArg(float, 1.0, "weight of the decoder's reconstruction MSE in the obfuscator's loss"),

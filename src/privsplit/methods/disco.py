@@ -97,7 +97,6 @@ class PrunedEncoder(ClientPart):
 
 @METHODS.register("disco")
 class Disco(Method):
-    name = "disco"
     args = {"ratio": MethodArg(float, 0.5, "share of the channels pruned per sample, in [0, 1)")}
 
     adversaries_role = "required"

@@ -75,7 +75,6 @@ class NoisyImage(ClientPart):
 
 @METHODS.register("image_noise")
 class ImageNoise(WholeNetworkMethod):
-    name = "image_noise"
     args = {"sigma": MethodArg(float, per_dataset(SIGMA, "sigma", "image-noise sigma"), "std of the noise added to the [0, 1] image")}
 
     def client(self, info: TaskInfo) -> tuple[ClientPart, None]:

@@ -76,7 +76,6 @@ def mlp(dim: int, hidden: int, num_classes: int) -> nn.Module:
 
 @METHODS.register("maxent")
 class MaxEntARL(Method):
-    name = "maxent"
     args = {
         "dim": MethodArg(int, per_dataset(DIM, "dim", "embedding size d"), "size d of the embedding the encoder emits"),
         "hidden": MethodArg(int, 0, "hidden width of the predictor and adversary MLPs; 0 = d"),

@@ -23,7 +23,5 @@ from .base import METHODS, Method, split_client
 
 @METHODS.register("no_noise")
 class NoNoise(Method):
-    name = "no_noise"
-
     def client(self, info: TaskInfo) -> tuple[ClientPart, nn.Module]:
         return split_client(self, info, Reduction(), allow_no_noise=True)

@@ -52,7 +52,6 @@ def projection(c_in: int, c_out: int, spatial: bool, activate: bool) -> nn.Modul
 
 @METHODS.register("ours")
 class Ours(Method):
-    name = "ours"
     uses_reduction = True
     adversaries_role = "optional"
     args = {

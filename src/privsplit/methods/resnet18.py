@@ -52,7 +52,5 @@ class WholeNetworkMethod(Method):
 
 @METHODS.register("resnet18")
 class ResNet18Baseline(WholeNetworkMethod):
-    name = "resnet18"
-
     def client(self, info: TaskInfo) -> tuple[ClientPart, None]:
         return RawImage(info.image_shape), None

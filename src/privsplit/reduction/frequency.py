@@ -46,7 +46,6 @@ class FrequencyFilter(ReductionOp):
         mode: "pass" keeps the band, "reject" removes it.
     """
 
-    name = "frequency"
     needs_spatial = True
 
     def __init__(self, low: float = 0.0, high: float = 0.5, mode: str = "pass") -> None:

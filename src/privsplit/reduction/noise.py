@@ -38,7 +38,6 @@ class GaussianNoise(ReductionOp):
             "none" adds the noise to the raw features.
     """
 
-    name = "noise"
     random = True
 
     def __init__(self, sigma: float, normalize: str = "rms") -> None:

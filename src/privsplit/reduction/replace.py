@@ -31,7 +31,6 @@ class RandomReplace(ReductionOp):
         fraction: share of elements replaced at each call, in [0, 1].
     """
 
-    name = "replace"
     random = True
 
     def __init__(self, fraction: float) -> None:

@@ -27,7 +27,6 @@ class Resize(ReductionOp):
         mode: interpolation, one of bilinear, nearest, area, bicubic.
     """
 
-    name = "resize"
     needs_spatial = True
 
     def __init__(self, size: int | list[int], mode: str = "bilinear") -> None:

@@ -40,7 +40,6 @@ class RandomShuffle(ReductionOp):
         fraction: share of the H*W positions that take part, in [0, 1].
     """
 
-    name = "shuffle"
     random = True
     needs_spatial = True
 
