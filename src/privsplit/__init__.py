@@ -12,7 +12,9 @@ Example:
 
 ``__all__`` is the public API: configuration, data, methods, training,
 loading a run, evaluation, export, the benchmark, training-curve loggers, the
-server application, the client and its device key.
+server application, the client and its device key, and the plug-in points: a new
+method (``Method``, ``METHODS``), reduction op (``ReductionOp``, ``OPS``), attack
+(``Attack``, ``AttackResult``, ``ATTACKS``) or training callback (``Callback``).
 Each name is imported on first use (PEP 562), so ``import privsplit`` and the
 command line's ``--help`` do not import torch.
 """
@@ -34,14 +36,17 @@ _LAZY = {
     **dict.fromkeys(["DATASETS", "DataConfig", "load_dataset"], ".data"),
     **dict.fromkeys(["LabeledImages", "TaskInfo"], ".data.base"),
     **dict.fromkeys(["METHODS", "SplitModel", "build_method"], ".methods"),
+    "Method": ".methods.base",
     **dict.fromkeys(["BACKBONES", "build_backbone", "representation_shape", "split_backbone", "split_points"],
                     ".models"),
     **dict.fromkeys(["ClientPart", "Obfuscator"], ".obfuscator"),
     **dict.fromkeys(["OPS", "Reduction"], ".reduction"),
+    "ReductionOp": ".reduction.base",
     **dict.fromkeys(["Run", "load_run"], ".run"),
     "TrainConfig": ".train",
-    **dict.fromkeys(["Trainer", "train"], ".train.engine"),
-    "AttackOptions": ".attacks",
+    **dict.fromkeys(["Callback", "Context", "Trainer", "train"], ".train.engine"),
+    **dict.fromkeys(["ATTACKS", "Attack", "AttackOptions", "EvalData"], ".attacks"),
+    "AttackResult": ".attacks.result",
     **dict.fromkeys(["EvalOptions", "evaluate_run", "evaluate_runs"], ".evaluate"),
     "export_obfuscator": ".export",
     **dict.fromkeys(["create_app", "BackgroundServer"], ".serve.server"),
@@ -52,29 +57,37 @@ _LAZY = {
 }
 
 __all__ = [
+    "ATTACKS",
     "AdversaryConfig",
+    "Attack",
     "AttackOptions",
+    "AttackResult",
     "BACKBONES",
     "BUDGETS",
     "BackgroundServer",
     "CSVLogger",
+    "Callback",
     "CheckpointError",
     "Client",
     "ClientPart",
     "Config",
     "ConfigError",
+    "Context",
     "DATASETS",
     "DataConfig",
     "DataError",
+    "EvalData",
     "EvalOptions",
     "HeadConfig",
     "LabeledImages",
     "METHODS",
+    "Method",
     "ModelConfig",
     "OPS",
     "Obfuscator",
     "PrivsplitError",
     "Reduction",
+    "ReductionOp",
     "Run",
     "SplitModel",
     "TaskInfo",

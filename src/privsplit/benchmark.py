@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ConfigError, DataError
+from .formatting import from_jsonable, jsonable
 from .lock import LOCK_NAME, FolderLock
 from .queries import DEFAULT_FAMILIES, query_key
 
@@ -242,19 +243,6 @@ def _write_record(out: Path, record: dict[str, Any]) -> None:
     write_json(path, record)
 
 
-def _from_json(x: Any) -> Any:
-    """Undo report._jsonable's strings for infinities."""
-    if x == "inf":
-        return math.inf
-    if x == "-inf":
-        return -math.inf
-    if isinstance(x, dict):
-        return {k: _from_json(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_from_json(v) for v in x]
-    return x
-
-
 def train_entry(cfg, run_dir: Path, log: Callable[[str], None], progress: bool | None) -> str:  # noqa: ANN001
     """Train unless finished; continue an interrupted run. Returns what was done."""
     from .train.engine import Trainer
@@ -351,7 +339,7 @@ def _run_entries(out: Path, entries: list[Entry], configs: dict[str, Any], b: Bu
     results = [done[e.name] for e in ENTRIES if e.name in done]
     report.plot_privacy_utility(results, out / "privacy_utility.png")
     report.plot_privacy_queries(results, out / "privacy_queries.png")
-    write_json(out / "results.json", report._jsonable({"benchmark": record, "runs": results}))
+    write_json(out / "results.json", jsonable({"benchmark": record, "runs": results}))
     train_s = {r["name"]: train_seconds(Path(r["run"])) for r in results}
     write_text(out / "benchmark.md", condense_warnings(report.benchmark_markdown(results, record, train_s), results, b))
     return results
@@ -360,18 +348,9 @@ def _run_entries(out: Path, entries: list[Entry], configs: dict[str, Any], b: Bu
 def attackers_not_converged(r: dict[str, Any]) -> list[str]:
     """The attackers of one result that were still improving at their last epoch,
     as ``family@queries`` (``head@1``, ``decoder@inf``, ``inversion@16``)."""
-    from .report import distinct_queries, image_attacks
+    from .attacks.base import results_of
 
-    out = []
-    a = r["attacks"].get("attribute")
-    if a:
-        out += [f"{f}@{q}" for q, res in distinct_queries(a).items() for f in res["not_converged"]]
-    rec = r["attacks"].get("reconstruction")
-    if rec:
-        out += [f"decoder@{q}" for q, res in distinct_queries(rec).items() if not res["converged"]]
-    for name, att in image_attacks(r):
-        out += [f"{name}@{q}" for q, res in distinct_queries(att).items() if not res["converged"]]
-    return out
+    return [name for res in results_of(r) for name in res.not_converged()]
 
 
 def _by_queries_text(names: list[str]) -> str:
@@ -415,7 +394,7 @@ def _read_eval(run_dir: Path, stamp: dict[str, Any]) -> dict[str, Any] | None:
     s, r = run_dir / "eval" / "benchmark_stamp.json", run_dir / "eval" / "results.json"
     if not (s.is_file() and r.is_file()) or json.loads(s.read_text()) != json.loads(json.dumps(stamp)):
         return None
-    return _from_json(json.loads(r.read_text()))
+    return from_jsonable(json.loads(r.read_text()))
 
 
 def train_seconds(run_dir: Path) -> float | None:

@@ -23,7 +23,8 @@ from typing import Any, Callable
 import torch
 
 from .attacks import ATTACKS, AttackOptions, EvalData, query_key
-from .attacks.base import DEFAULT_FAMILIES
+from .attacks.base import DEFAULT_FAMILIES, results_of
+from .attacks.result import AttackResult, reconstruction_worst_case
 from .config import adversary_queries, apply_overrides
 from .data.base import LabeledImages, TaskInfo, load_dataset
 from .errors import CheckpointError, ConfigError, DataError
@@ -92,27 +93,11 @@ def check_attacks(names: list[str] | tuple[str, ...], options: AttackOptions | N
     return tuple(names)
 
 
-# Which way each image metric moves as a reconstruction improves (True: higher is closer).
-CLOSER_IS_HIGHER = {"mse": False, "l1": False, "ssim": True, "ms_ssim": True, "psnr": True, "lpips": False,
-                    "st_lpips": False}
-
-
 def worst_case_reconstruction(attacks: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """The reconstruction privacy: at each number of queries and for each image
-    metric, the best value any image reconstruction attack reached, and which one
-    (``{"1": {"ssim": {"value": .., "attacker": "inversion"}, ...}, ...}``); a metric no
-    attack could compute is left out. Privacy is only as good as the strongest attacker."""
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for name, a in attacks.items():
-        if not ATTACKS.get(name).reconstructs:
-            continue
-        for q, res in (a.get("by_queries") or {"1": a}).items():
-            for metric, higher in CLOSER_IS_HIGHER.items():
-                v = res["metrics"].get(metric)
-                best = out.setdefault(q, {}).get(metric)
-                if v is not None and (best is None or (v > best["value"] if higher else v < best["value"])):
-                    out[q][metric] = {"value": v, "attacker": name}
-    return out
+    """The reconstruction privacy of a run's ``attacks`` (name -> result or record): at each
+    number of queries and for each image metric, the closest any reconstruction came,
+    and which attack (see :func:`~privsplit.attacks.result.reconstruction_worst_case`)."""
+    return reconstruction_worst_case(results_of({"attacks": attacks}))
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:
@@ -242,14 +227,15 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None, out_di
     run_dir = Path(run_dir)
     read_run_record(run_dir)  # a clear error for an unfinished run, before any work
     out = Path(out_dir) if out_dir is not None else run_dir / "eval"
-    reconstructs = any(ATTACKS.get(a).reconstructs for a in attacks)
-    lpips = load_lpips(options.lpips_weights) if reconstructs else None
-    st_lpips = load_st_lpips() if reconstructs else None
+    perceptual = any(ATTACKS.get(a).needs_lpips for a in attacks)
+    lpips = load_lpips(options.lpips_weights) if perceptual else None
+    st_lpips = load_st_lpips() if perceptual else None
     t0 = time.time()
     torch.manual_seed(options.seed)
     run = load_run(run_dir, parts=("obfuscator", "heads"), device=resolve_device(options.device))
     log = options.log
     data, _ = load_eval_data(run, options, keep_images=any(ATTACKS.get(a).needs_images for a in attacks))
+    data.perceptual = {"lpips": lpips, "st_lpips": st_lpips}
     log(f"{run_dir}: z {tuple(data.z_shape)} of {data.n_train} train / {len(data.e_test)} test images")
     results: dict[str, Any] = {
         "run": str(run_dir),
@@ -275,19 +261,14 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None, out_di
     results["utility_chance"] = first["chance"]
     results["task_learned"] = first["learned"]  # False: delta means nothing (report.md and the summary say so)
     out.mkdir(parents=True, exist_ok=True)
-    attack_options = dataclasses.replace(options.attack, out_dir=out, log=log, progress=options.progress,
-                                         extra={**options.attack.extra, "lpips": lpips, "st_lpips": st_lpips})
+    attack_options = dataclasses.replace(options.attack, out_dir=out, log=log, progress=options.progress)
+    done: list[AttackResult] = []
     for name in attacks:
-        results["attacks"][name] = ATTACKS.create(name).run(data, attack_options)
-    attr = results["attacks"].get("attribute")
-    results["privacy"] = attr["accuracy"] if attr else None
-    results["privacy_chance"] = attr["chance"] if attr else None
-    results["delta"] = results["utility"] - attr["accuracy"] if attr else None
-    # Utility is what the server's head reaches on single queries; privacy at k queries is the best attacker's.
-    results["privacy_by_queries"] = {k: v["accuracy"] for k, v in attr["by_queries"].items()} if attr else {}
-    results["delta_by_queries"] = {k: results["utility"] - v for k, v in results["privacy_by_queries"].items()}
-    results["proxy_gap"] = proxy_gap(run, attr)
-    results["reconstruction_privacy"] = worst_case_reconstruction(results["attacks"])
+        done.append(ATTACKS.create(name).run(data, attack_options))
+        results["attacks"][name] = done[-1].record
+    results.update(privacy_figures(results["utility"], done))
+    results["proxy_gap"] = proxy_gap(run, next((r for r in done if r.role == "privacy"), None))
+    results["reconstruction_privacy"] = reconstruction_worst_case(done)
     results["cost"] = client_cost(run.model.obfuscator.cpu(), tuple(data.info.image_shape), options.latency_repeats,
                                   options.latency_threads)
     results["lpips_weights"] = lpips.source if lpips else None
@@ -298,7 +279,20 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None, out_di
     return results
 
 
-def proxy_gap(run: Run, attr: dict[str, Any] | None) -> list[dict[str, Any]]:
+def privacy_figures(utility: float, done: list[AttackResult]) -> dict[str, Any]:
+    """The run's privacy: the headline of the result whose role is ``privacy`` (None
+    without one), its chance level, and delta = utility - privacy, at one query and
+    at every number of queries measured. Utility is what the server's head reaches on
+    single queries; privacy at k queries is the best attacker's."""
+    res = next((r for r in done if r.role == "privacy"), None)
+    if res is None:
+        return {"privacy": None, "privacy_chance": None, "delta": None, "privacy_by_queries": {}, "delta_by_queries": {}}
+    by = res.headline_by_queries()
+    return {"privacy": res.headline(), "privacy_chance": res.chance(), "delta": utility - res.headline(),
+            "privacy_by_queries": by, "delta_by_queries": {k: utility - v for k, v in by.items()}}
+
+
+def proxy_gap(run: Run, attr: AttackResult | dict[str, Any] | None) -> list[dict[str, Any]]:
     """For each attribute proxy adversary of the run: its test accuracy in the last
     training epoch beside the fresh attackers' on the same view (its number of
     queries), when the attribute attack ran at that view and on that target.

@@ -42,7 +42,7 @@ from torch import nn
 from privsplit_edge.keyed import SCHEME
 
 from .errors import PrivsplitError
-from .obfuscator import ClientPart, Obfuscator
+from .obfuscator import ClientPart
 from .train.checkpoint import file_digest, write_json, writing
 
 FORMATS = ("onnx", "torchscript")
@@ -69,10 +69,7 @@ class ExportableObfuscator(nn.Module):
         self.z_shape = tuple(client.z_shape)
         self.random_ops = list(client.random_ops)
         self.draws = client.draws
-        self.parts: list[tuple[str, nn.Module]] = [("client", client)]
-        if isinstance(client, Obfuscator):
-            # to name the op that fails to export
-            self.parts = [("encoder", client.encoder)] + [(op.name, op) for op in client.reduction]
+        self.parts: list[tuple[str, nn.Module]] = client.stages()  # to name the stage that fails to export
         self.model = client.export_form()
 
     def forward(self, image: torch.Tensor, draws: torch.Tensor | None = None) -> torch.Tensor:

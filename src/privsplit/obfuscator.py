@@ -40,9 +40,24 @@ class ClientPart(nn.Module):
         return ()
 
     @property
+    def noise_ops(self) -> tuple[str, ...]:
+        """Names of the random steps that add noise to ``z``: averaging repeated
+        queries removes them (``reduce_silenced``); the other random steps stay."""
+        return ()
+
+    @property
     def draws(self) -> int:
         """Uniforms per image that one call consumes."""
         return 0
+
+    @property
+    def counted_network(self) -> nn.Module:
+        """The network whose FLOPs the client's cost counts (elementwise random steps are not counted)."""
+        return self
+
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        """Its parts in order, by name, to say which one fails to export."""
+        return [("client", self)]
 
     @property
     def encoded_shape(self) -> tuple[int, ...]:
@@ -111,6 +126,17 @@ class Obfuscator(ClientPart):
     @property
     def random_ops(self) -> tuple[str, ...]:
         return tuple(op.name for op in self.reduction if op.random)
+
+    @property
+    def noise_ops(self) -> tuple[str, ...]:
+        return tuple(op.name for op in self.reduction if op.additive_noise)
+
+    @property
+    def counted_network(self) -> nn.Module:
+        return self.encoder
+
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        return [("encoder", self.encoder)] + [(op.name, op) for op in self.reduction]
 
     @property
     def draws(self) -> int:

@@ -22,6 +22,7 @@ randomness afresh on the training images, instead of reusing one draw.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..formatting import at_queries, num, pct, queries_words
 from ..metrics.accuracy import chance_given, chance_level, model_accuracy
 from ..models.probes import PROBES, build_probe
 from ..progress import Progress
@@ -46,6 +48,7 @@ from .base import (
     per_query,
     query_key,
 )
+from .result import AttackResult
 
 
 def _head(data: EvalData, num_classes: int) -> nn.Module:
@@ -151,6 +154,168 @@ def knn_attack(z_train: torch.Tensor, y_train: torch.Tensor, z_test: torch.Tenso
             "train_loss": [], "converged": True}
 
 
+def _attempts(f: dict[str, Any]) -> str:
+    """How an attacker's best was found: its epoch, or its k for k-NN."""
+    if "ks" in f:
+        return f"best of k in {', '.join(map(str, f['ks']))} (k = {f['best_k']})"
+    return f"best of {len(f['test_acc'])} epochs (epoch {f['best_epoch']})"
+
+
+class AttributeResult(AttackResult):
+    """The attribute attack's result: privacy is the best attacker's test accuracy
+    on the private label (the headline: at one query); its verdict is the worst
+    over the numbers of queries measured."""
+
+    role = "privacy"
+    alarm = "leaks"
+    title = "Attribute attack"
+
+    def headline_at(self, res: dict[str, Any]) -> float | None:
+        return res["accuracy"]
+
+    def not_converged(self) -> list[str]:
+        return [f"{f}@{q}" for q, res in self.distinct_queries().items() for f in res["not_converged"]]
+
+    def worst(self) -> tuple[str, dict[str, Any]]:
+        """The number of queries (of the distinct ones) at which the attackers did best, and that result."""
+        qs = self.distinct_queries()
+        q = max(qs, key=lambda k: qs[k]["accuracy"])
+        return q, qs[q]
+
+    def verdict_line(self, run: dict[str, Any]) -> str | None:
+        a, qs = self.record, self.distinct_queries()
+        wq, w = self.worst()
+        if len(qs) > 1 and wq != "1":
+            text = (f"{pct(a['accuracy'])} at 1 query, worst {pct(w['accuracy'])} at {queries_words(wq)}, vs chance "
+                    f"{pct(a['chance'])} -> {self.verdict()} (the worst over {', '.join(qs)} queries; best family "
+                    f"at {wq}: {w['best_family']})")
+        else:
+            over = f"; the worst over {', '.join(qs)} queries" if len(qs) > 1 else ""
+            text = (f"{pct(a['accuracy'])} vs chance {pct(a['chance'])} -> {self.verdict()}"
+                    f" (best family: {a['best_family']}{over})")
+        return f"attribute attack ({a['target']}): {text}"
+
+    def summary_lines(self, run: dict[str, Any]) -> list[str]:
+        a = self.record
+        lines = [f"attribute attacker {fam}: {pct(f['best_acc'])}, {_attempts(f)}{'' if f['converged'] else ' (NOT CONVERGED)'}"
+                 for fam, f in a["families"].items()]
+        if run.get("delta") is not None:
+            lines.append(f"privacy {pct(run['privacy'])} (chance {pct(run['privacy_chance'])}); delta = utility - privacy = "
+                         f"{100 * run['delta']:+.2f} points"
+                         + (" -- meaningless: the model has not learned its task" if run.get("task_learned") is False else ""))
+        if run.get("privacy_by_queries"):
+            text = ", ".join(f"{q}: {pct(v)}" for q, v in run["privacy_by_queries"].items())
+            lines.append(f"privacy by queries: {text} ({a.get('queries_note', '')})")
+        for g in run.get("proxy_gap") or []:
+            if g["fresh"] is not None:
+                lines.append(f"proxy adversary {g['adversary']} ({g['family']}, {g['queries']} quer(ies)): {pct(g['proxy'])} "
+                             f"in training, fresh attackers {pct(g['fresh'])} on the same view")
+        return lines
+
+    def warnings(self, run: dict[str, Any]) -> list[str]:
+        qs = self.distinct_queries()
+        out = []
+        for q, res in qs.items():
+            for fam in res["not_converged"]:
+                losses = res["families"][fam]["train_loss"]
+                out.append(
+                    f"attribute attacker {fam!r}{at_queries(q, len(qs) > 1)} had not converged (training loss still falling "
+                    f"at epoch {len(losses)}: {num(losses[-1])} after {num(min(losses[:-1]) if len(losses) > 1 else None)}, "
+                    "and test accuracy best at the last epoch); an under-trained attacker overstates privacy: rerun with "
+                    "more --attack-epochs")
+        return out
+
+    def report_markdown(self, run: dict[str, Any]) -> list[str]:
+        a = self.record
+        md = ["", "## Attribute attack", "", "| measure | test accuracy | chance |", "|---|---|---|"]
+        for fam, f in a["families"].items():
+            flag = "" if f["converged"] else " (not converged)"
+            md.append(f"| attacker `{fam}` on {a['target']}, {_attempts(f)}{flag} | {pct(f['best_acc'])} | {pct(a['chance'])} |")
+        for other, v in a.get("chance_given", {}).items():
+            md.append(f"| no z, knowing the true {other} label: its most common {a['target']} class | {pct(v)} | |")
+        md.append(f"| **privacy** = best attacker | **{pct(a['accuracy'])}** | {pct(a['chance'])} |")
+        if run.get("delta") is not None:
+            md.append(f"| **delta** = utility - privacy | **{100 * run['delta']:+.2f} points**"
+                      + (" (meaningless: the model has not learned its task)" if run.get("task_learned") is False else "")
+                      + " | |")
+        md += ["", f"Attackers: Adam lr {a['lr']}, batch {a['batch_size']}, {a['epochs']} epochs, seed {a['seed']}, "
+               f"{'fresh obfuscator draws every epoch' if a.get('fresh_draws') else 'one fixed draw of z'}"
+               f"{', z mirrored at random (augmentation)' if a.get('augment') else ''}; "
+               f"'leaks' means above {pct(a['leak_threshold'])} (chance + max(1 point, 3 standard errors))."]
+        return md + self._queries_markdown(run) + _proxy_gap_markdown(run)
+
+    def _queries_markdown(self, run: dict[str, Any]) -> list[str]:
+        """The privacy-vs-queries table, with the closest reconstruction (worst case over attacks) beside it."""
+        worst = run.get("reconstruction_privacy") or {}
+        md = ["", "## Repeated queries", "", f"{self.record.get('queries_note', '')}.", "",
+              "| queries | privacy (best attacker) | family | delta | reconstruction SSIM |", "|---|---|---|---|---|"]
+        for q, res in self.by_queries.items():
+            ssim = worst.get(q, {}).get("ssim", {}).get("value")
+            delta = f"{100 * (run['utility'] - res['accuracy']):+.2f}" if run.get("utility") is not None else "n/a"
+            md.append(f"| {q} | {pct(res['accuracy'])} | {res['best_family']} | "
+                      f"{delta}{' (task not learned)' if run.get('task_learned') is False else ''} | {num(ssim, '{:.3f}')} |")
+        if run.get("_out") and (Path(run["_out"]) / "privacy_queries.png").exists():
+            md += ["", "![privacy vs queries](privacy_queries.png)"]
+        return md
+
+    def attacker_curves(self) -> list[tuple[str, list[float]]]:
+        return [(f"attacker {fam}", f["test_acc"]) for fam, f in self.record["families"].items() if "ks" not in f]
+
+    @classmethod
+    def benchmark_markdown(cls, rows: list[tuple[dict[str, Any], AttackResult]]) -> list[str]:
+        """The paper's privacy and utility table: privacy at 1, 16 and inf queries, utility, delta."""
+        r0, a0 = rows[0]
+        qs = [q for q in ("16", "inf") if any(q in r.get("privacy_by_queries", {}) for r, _ in rows)]
+        d16 = "16" in qs
+
+        def delta(r: dict[str, Any], d: float | None) -> str:
+            return "n/a" if d is None else f"{100 * d:+.2f}" + (" (task not learned)" if r.get("task_learned") is False else "")
+
+        md = [f"## Privacy and utility ({r0['dataset']})", "",
+              "| method | split | privacy@1 ↓ | best attacker | " + "".join(f"privacy@{q} ↓ | " for q in qs)
+              + "utility ↑ | delta@1 ↑ |" + (" delta@16 ↑ |" if d16 else ""),
+              "|---|---|---|---|" + "---|" * len(qs) + "---|---|" + ("---|" if d16 else ""),
+              f"| chance | | {pct(r0['privacy_chance'])} | | " + "| " * len(qs) + f"{pct(r0['utility_chance'])} | |"
+              + (" |" if d16 else "")]
+        given = a0.record.get("chance_given", {})
+        md += [f"| knowing the {other} label (no z) | | {pct(v)} | | " + "| " * len(qs) + "| |" + (" |" if d16 else "")
+               for other, v in given.items()]
+        for r, res in rows:
+            fams = res.record["families"]
+            others = ", ".join(f"{f} {pct(v['best_acc'])}" for f, v in fams.items() if f != res.record["best_family"])
+            best = res.record["best_family"] + (f" ({others})" if others else "")
+            by = r.get("privacy_by_queries", {})
+            split = r["config"]["model"]["split"]
+            md.append(f"| {r['name']} | {'image' if split == 'none' else split} | {pct(r['privacy'])} | {best} | "
+                      + "".join(f"{pct(by.get(q))} | " for q in qs) + f"{pct(r['utility'])} | {delta(r, r.get('delta'))} |"
+                      + (f" {delta(r, r.get('delta_by_queries', {}).get('16'))} |" if d16 else ""))
+        md += ["", "Accuracies in %; delta = utility - privacy in points. Best attacker (at one query): the family with "
+               "the highest test accuracy (the others' in brackets). privacy@k: the best attacker when the server "
+               "averages k queries of each image (inf: the noise-free limit); a deterministic client has one value "
+               "for every k. Attackers own the obfuscator: fresh draws of its randomness every epoch."
+               + (" 'Knowing the ... label': an attacker who knows that label exactly and answers the most common "
+                  "private class given it: the privacy of a z that reveals the task's answer and nothing else." if given else ""),
+               ""]
+        return md
+
+
+def _proxy_gap_markdown(run: dict[str, Any]) -> list[str]:
+    """The proxy adversaries' last training figure beside the fresh attackers' on the same view."""
+    rows = run.get("proxy_gap") or []
+    if not rows:
+        return []
+    md = ["", "### Proxy adversaries against fresh attackers", "",
+          "How much the obfuscator fooled its proxy: the proxy's test accuracy in the last training epoch, "
+          "and the best fresh attacker's on what the proxy saw.", "",
+          "| proxy adversary | family | sees (queries) | proxy in training | fresh attackers | gap |", "|---|---|---|---|---|---|"]
+    for g in rows:
+        fresh = f"{pct(g['fresh'])} ({g['fresh_family']})" if g["fresh"] is not None else "not attacked at this view"
+        gap = f"{100 * (g['fresh'] - g['proxy']):+.2f} points" if g["fresh"] is not None else "–"
+        md.append(f"| `{g['adversary']}` | {g['family']} | {g['queries']} | {pct(g['proxy'])} | {fresh} | {gap} |")
+    return md
+
+
+
 @ATTACKS.register("attribute")
 class AttributeAttack(Attack):
     """Fresh attackers of every family on ``z`` at every number of queries;
@@ -158,6 +323,7 @@ class AttributeAttack(Attack):
     The verdict (``leaks`` / ``at chance``) is the worst over the numbers of queries
     (``worst_queries``, ``worst_accuracy``); ``verdict_1`` is the one-query one."""
 
+    result_type = AttributeResult
 
     def run(self, data: EvalData, options: AttackOptions) -> dict[str, Any]:
         target = options.target
@@ -172,7 +338,7 @@ class AttributeAttack(Attack):
         threshold = leak_threshold(chance, len(data.y_test[target]))
         by_queries = per_query(data, options, lambda q: self._at(data, options, q, k, threshold))
         worst = max(by_queries, key=lambda q: by_queries[q]["accuracy"])  # the first (fewest queries) of equals
-        return {
+        return AttributeResult(self.name, {
             "target": target,
             "num_classes": k,
             "chance": chance,
@@ -190,7 +356,7 @@ class AttributeAttack(Attack):
             "leak_threshold": threshold,
             "augment": options.augment,
             **attack_record(data, options, by_queries),
-        }
+        })
 
     def _at(self, data: EvalData, options: AttackOptions, q: Any, k: int, threshold: float) -> dict[str, Any]:
         target = options.target
@@ -222,3 +388,4 @@ class AttributeAttack(Attack):
             "verdict": "leaks" if acc > threshold else "at chance",
             "not_converged": [f for f, r in families.items() if not r["converged"]],
         }
+

@@ -14,6 +14,7 @@ from ..data.base import TaskInfo
 from ..errors import ConfigError
 from ..queries import DEFAULT_FAMILIES, query_key  # noqa: F401  (re-exported)
 from ..registry import Registry
+from .result import AttackResult
 
 
 Query = float  # a number of queries: 1, 4, 16, ... or math.inf
@@ -73,6 +74,8 @@ class EvalData:
             attackers do not draw afresh).
         consistent: the client draws its randomness from a keyed hash of the image
             (consistent randomness): a repeated query sends the same ``z``.
+        perceptual: the LPIPS models by name (``lpips``, ``st_lpips``; None where
+            unavailable), loaded when an attack declares ``needs_lpips``.
     """
 
     config: Config
@@ -86,6 +89,7 @@ class EvalData:
     x_test: torch.Tensor | None = None
     seed: int = 0
     consistent: bool = False
+    perceptual: dict[str, Any] = field(default_factory=dict)
     _fixed: dict[tuple[str, Query], torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
@@ -167,7 +171,7 @@ def queries_note(data: EvalData) -> str:
     if data.consistent:
         return ("consistent randomness: a repeated query of the same image sends the same z, so every number of "
                 "queries gives the one-query figure (computed once); near-duplicate images are not covered")
-    others = [op for op in data.client.random_ops if op != "noise"]
+    others = [op for op in data.client.random_ops if op not in data.client.noise_ops]
     note = "k queries = the mean of k independent draws of z for each image (training and test images alike); inf = every noise op silenced"
     if others:
         note += f", the other random ops ({', '.join(others)}) drawn once as deployed"
@@ -198,6 +202,8 @@ class AttackOptions:
         out_dir: where attacks write files (reconstruction grid).
         progress: show progress bars (None: only on a terminal).
         log: where progress lines go.
+        extra: LPIPS models by name, for callers that build :class:`EvalData` themselves
+            (evaluate puts them in ``EvalData.perceptual``).
     """
 
     epochs: int = 10
@@ -220,23 +226,52 @@ class AttackOptions:
 
 
 class Attack:
-    """An attack on ``z``: ``run`` returns a JSON-ready dict of results."""
+    """An attack on ``z``: ``run`` returns its :class:`~privsplit.attacks.result.AttackResult`
+    (of type ``result_type``, which also rebuilds it from ``results.json``).
+
+    What it needs is declared, never inferred from its name: ``needs_images`` (the
+    uint8 images of both splits are kept beside ``z``), ``needs_lpips`` (the LPIPS
+    models are loaded into ``EvalData.perceptual``), ``reconstructs`` (an image
+    reconstruction: its result's image metrics enter the worst case over attackers).
+    """
 
     name: ClassVar[str]
+    result_type: ClassVar[type[AttackResult]] = AttackResult
     needs_images: ClassVar[bool] = False
-    # An image reconstruction (scored with the image metrics beside the mean training
-    # image): the reported reconstruction privacy is the worst case over these.
+    needs_lpips: ClassVar[bool] = False
     reconstructs: ClassVar[bool] = False
 
     @classmethod
     def check(cls, options: "AttackOptions") -> None:
         """Raise :class:`ConfigError` on options this attack cannot run with, before any work."""
 
-    def run(self, data: EvalData, options: AttackOptions) -> dict[str, Any]:
+    def run(self, data: EvalData, options: AttackOptions) -> AttackResult:
         raise NotImplementedError
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
+
+
+def result_type(name: str) -> type[AttackResult]:
+    """The result class of the attack registered as ``name`` (the generic one for an
+    attack this installation does not know, e.g. from a newer results.json)."""
+    return ATTACKS.get(name).result_type if name in ATTACKS else AttackResult
+
+
+def results_of(run: dict[str, Any]) -> list[AttackResult]:
+    """The typed results of a run's results (``results.json``), in the order the attacks ran."""
+    return [result_type(name)(name, rec) for name, rec in run.get("attacks", {}).items()]
+
+
+def privacy_result(run: dict[str, Any]) -> AttackResult | None:
+    """The result whose headline is the run's privacy (role ``privacy``), if one ran."""
+    return next((r for r in results_of(run) if r.role == "privacy"), None)
+
+
+def perceptual_models(data: EvalData, options: "AttackOptions") -> dict[str, Any]:
+    """The LPIPS models an image attack scores with: ``data.perceptual`` (what
+    evaluate loaded), else ``options.extra`` (where callers put them before)."""
+    return {k: data.perceptual.get(k, options.extra.get(k)) for k in ("lpips", "st_lpips")}
 
 
 def fit_epoch(
@@ -287,13 +322,15 @@ def still_falling(losses: list[float], margin: float, fitted: float = 0.05) -> b
     return losses[-1] < min(losses[:-1]) * (1 - margin)
 
 
-def attacker_converged(losses: list[float], test_score: list[float], margin: float, fitted: float = 0.05) -> bool:
+def attacker_converged(losses: list[float], test_score: list[float], margin: float, fitted: float = 0.05,
+                       higher_is_better: bool = True) -> bool:
     """An attacker counts as under-trained only when its training loss is still
-    falling (see :func:`still_falling`) *and* its test score (higher is better:
-    accuracy, or minus an error) peaked at the last epoch. A score that peaked
-    earlier while the loss kept falling is overfitting: more epochs would not
-    raise the best score, which is what the attack reports."""
-    peaked_last = max(range(len(test_score)), key=test_score.__getitem__) == len(test_score) - 1
+    falling (see :func:`still_falling`) *and* its test score (an accuracy, or with
+    ``higher_is_better=False`` an error) was best at the last epoch. A score that
+    was best earlier while the loss kept falling is overfitting: more epochs would
+    not improve the best score, which is what the attack reports."""
+    pick = max if higher_is_better else min
+    peaked_last = pick(range(len(test_score)), key=test_score.__getitem__) == len(test_score) - 1
     return not (still_falling(losses, margin, fitted) and peaked_last)
 
 

@@ -40,7 +40,10 @@ from torch import nn
 from ..errors import ConfigError
 from ..metrics.image import LPIPS, image_metrics
 from ..progress import Progress
-from .base import ATTACKS, Attack, AttackOptions, EvalData, Query, attack_record, per_query, query_key, worst_image_verdict
+from ..formatting import IMAGE_METRICS, at_queries, num, queries_words
+from .base import (ATTACKS, Attack, AttackOptions, EvalData, Query, attack_record, per_query, perceptual_models, query_key,
+                   worst_image_verdict)
+from .result import ImageResult
 from .reconstruction import save_grid
 
 # How often (in steps) a batch's objective is compared with its value one window
@@ -106,7 +109,7 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 def silenced_forward(client: nn.Module, draws: int = 1) -> Callable[[torch.Tensor], torch.Tensor]:
     """``x (N, 3, H, W) -> f(x) (N, *z_shape)``: the client with its noise silenced,
     averaged over ``draws`` fresh draws of its other random ops."""
-    others = [op for op in getattr(client, "random_ops", ()) if op != "noise"]
+    others = [op for op in getattr(client, "random_ops", ()) if op not in getattr(client, "noise_ops", ())]
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         e = client.encode(x)
@@ -231,6 +234,37 @@ def _images(x: torch.Tensor) -> torch.Tensor:
     return x.float().div(255)
 
 
+class InversionResult(ImageResult):
+    """An optimisation attack's reconstructions (white-box inversion, model-space)."""
+
+    def _heading(self) -> str:
+        return self.record["label"]
+
+    def warnings(self, run: dict[str, Any]) -> list[str]:
+        qs = self.distinct_queries()
+        return [f"{self.record['label']}{at_queries(q, len(qs) > 1)} used every step ({self.record['settings']['steps']}) "
+                "with its objective still falling; rerun with more --inversion-steps"
+                for q, v in qs.items() if not v["converged"]]
+
+    def report_markdown(self, run: dict[str, Any]) -> list[str]:
+        """Every metric at each number of queries beside the mean image."""
+        a, by = self.record, self.distinct_queries()
+        b = a["mean_image_baseline"]
+        md = ["", f"## {a['label'][0].upper() + a['label'][1:]} (`{self.name}`)", "", f"Assumes {a['assumes']}.", "",
+              "| metric | " + " | ".join(queries_words(q) for q in by) + " | mean training image (no z) |",
+              "|---|" + "---|" * (len(by) + 1)]
+        for k, label, fmt in IMAGE_METRICS:
+            md.append(f"| {label} | " + " | ".join(num(v["metrics"].get(k), fmt) for v in by.values()) + f" | {num(b.get(k), fmt)} |")
+        st = a["settings"]
+        md += ["", f"- {a['note']}",
+               f"- Adam, at most {st['steps']} steps per batch of {st['batch_size']} images, lr {st['lr']:g}, TV weight "
+               f"{st['tv_weight']:g}; {st['stop']}; steps run: "
+               + "; ".join(f"{q}: {', '.join(map(str, v['steps_run']))}" for q, v in by.items())]
+        if a.get("grid"):
+            md += ["", f"![originals (top) and reconstructions (bottom)]({a['grid']})"]
+        return md
+
+
 @ATTACKS.register("inversion")
 class InversionAttack(Attack):
     """White-box inversion at every number of queries; scored like the decoder
@@ -239,7 +273,9 @@ class InversionAttack(Attack):
 
     label = "white-box inversion"
     needs_images = True
+    needs_lpips = True
     reconstructs = True
+    result_type = InversionResult
     grid_name = "inversion"
 
     @classmethod
@@ -254,29 +290,29 @@ class InversionAttack(Attack):
                 settings: InversionSettings, desc: str) -> tuple[torch.Tensor, dict[str, Any]]:
         return invert(data.client, z, start, settings, options.progress, desc)
 
-    def run(self, data: EvalData, options: AttackOptions) -> dict[str, Any]:
+    def run(self, data: EvalData, options: AttackOptions) -> InversionResult:
         assert data.x_train is not None and data.x_test is not None, f"{self.name} needs the images"
         settings = InversionSettings.from_options(options)
         check_differentiable(data.client, _images(data.x_train[:1]))
         original = _images(data.x_test.cpu())
-        perceptual: dict[str, LPIPS | None] = {k: options.extra.get(k) for k in ("lpips", "st_lpips")}
+        perceptual = perceptual_models(data, options)
         start = _images(data.x_train).mean(0, keepdim=True)  # (1, 3, H, W): the mean training image
         baseline = image_metrics(original, start.cpu().expand_as(original), **perceptual)
         by_queries = per_query(data, options, lambda q: self._at(data, options, q, original, start, settings,
                                                                  baseline, perceptual))
-        others = [op for op in data.client.random_ops if op != "noise"]
+        others = [op for op in data.client.random_ops if op not in data.client.noise_ops]
         note = ("start: the mean training image; noise silenced, the received z averaged over k queries "
                 "(inf: the noise-free features)")
         if others:
             note += (f"; the draws of {', '.join(others)} are unknown to the attacker (under consistent randomness too: "
                      f"they come from a key on the device), so every step draws them afresh")
-        return {**by_queries["1"], **worst_image_verdict(by_queries), "mean_image_baseline": baseline,
+        return InversionResult(self.name, {**by_queries["1"], **worst_image_verdict(by_queries), "mean_image_baseline": baseline,
                 **attack_record(data, options, by_queries),
                 "label": self.label, "assumes": self.assumption(), "note": note,
                 "settings": {"steps": settings.steps, "lr": settings.lr, "tv_weight": settings.tv,
                              "batch_size": settings.batch_size, "draws_per_step": settings.draws,
                              "stop": f"a batch stops when its objective falls by less than {STOP_TOL:g} (relative) "
-                                     f"over {CHECK_EVERY} steps"}}
+                                     f"over {CHECK_EVERY} steps"}})
 
     def _at(self, data: EvalData, options: AttackOptions, q: Query, original: torch.Tensor, start: torch.Tensor,
             settings: InversionSettings, baseline: dict[str, Any], perceptual: dict[str, LPIPS | None]) -> dict[str, Any]:

@@ -20,12 +20,60 @@ import torch.nn.functional as F
 from ..metrics.image import LPIPS, image_metrics
 from ..models.decoder import Decoder
 from ..progress import Progress
+from ..formatting import at_queries, num
 from .base import (ATTACKS, Attack, AttackOptions, EvalData, attack_record, attacker_converged, epoch_batches, fit_epoch,
-                   per_query, query_key, worst_image_verdict)
+                   per_query, perceptual_models, query_key, worst_image_verdict)
+from .result import ImageResult
 
 
 def _images(x: torch.Tensor) -> torch.Tensor:
     return x.float().div(255)
+
+
+class ReconstructionResult(ImageResult):
+    """The decoder's reconstructions: every image metric beside the mean training image."""
+
+    title = "Reconstruction attack"
+
+    def _label(self) -> str:
+        return "reconstruction attack"
+
+    def not_converged(self) -> list[str]:
+        return [f"decoder@{q}" for q, v in self.distinct_queries().items() if not v["converged"]]
+
+    def summary_lines(self, run: dict[str, Any]) -> list[str]:
+        m = self.record["metrics"]
+        return [f"reconstruction: MSE {m['mse']:.1f}, L1 {m['l1']:.2f} (0-255), SSIM {m['ssim']:.3f}, "
+                f"MS-SSIM {num(m['ms_ssim'], '{:.3f}')}, PSNR {num(m['psnr'], '{:.2f}')} dB, LPIPS {num(m['lpips'], '{:.3f}')}, "
+                f"ST-LPIPS {num(m.get('st_lpips'), '{:.3f}')}"]
+
+    def warnings(self, run: dict[str, Any]) -> list[str]:
+        qs = self.distinct_queries()
+        return [f"reconstruction decoder{at_queries(q, len(qs) > 1)} had not converged (training loss still falling at "
+                f"epoch {len(v['train_loss'])}, and test MSE lowest at the last epoch); rerun with more --attack-epochs"
+                for q, v in qs.items() if not v["converged"]]
+
+    def report_markdown(self, run: dict[str, Any]) -> list[str]:
+        rec = self.record
+        m, b = rec["metrics"], rec["mean_image_baseline"]
+        md = ["", "## Reconstruction", "",
+              "| metric | decoder | mean training image (no z) |", "|---|---|---|",
+              f"| MSE (0-255) | {m['mse']:.2f} | {b['mse']:.2f} |",
+              f"| L1 (0-255) | {m['l1']:.2f} | {b['l1']:.2f} |",
+              f"| SSIM | {m['ssim']:.4f} | {b['ssim']:.4f} |",
+              f"| MS-SSIM | {num(m['ms_ssim'])} | {num(b['ms_ssim'])} |",
+              f"| PSNR (dB, range 255) | {num(m['psnr'], '{:.2f}')} | {num(b['psnr'], '{:.2f}')} |",
+              f"| LPIPS | {num(m['lpips'])} | {num(b['lpips'])} |",
+              f"| ST-LPIPS (shift-tolerant, not comparable to LPIPS) | {num(m.get('st_lpips'))} | {num(b.get('st_lpips'))} |",
+              ""]
+        md += [f"- {k}: {v}" for k, v in m["notes"].items()]
+        best = (f"input normalised, scored at its best epoch ({rec['best_epoch']}, lowest test MSE); "
+                if "best_epoch" in rec else "")  # results written before the attacker had both
+        md += [f"- decoder: {rec['epochs']} epochs, Adam lr {rec['lr']}, MSE loss; {best}final "
+               f"training MSE {num(rec['train_loss'][-1] if rec['train_loss'] else None)} (0-1 scale)"]
+        if rec.get("grid"):
+            md += ["", f"![originals (top) and reconstructions (bottom)]({rec['grid']})"]
+        return md
 
 
 @ATTACKS.register("reconstruction")
@@ -34,20 +82,22 @@ class ReconstructionAttack(Attack):
     similarity and saves a grid. The headline is the one-query figure."""
 
     needs_images = True
+    needs_lpips = True
     reconstructs = True
+    result_type = ReconstructionResult
     # The attacker's decoder (see Decoder); benchmarks/reconstruction_attackers.py compares others.
     decoder_options: dict[str, Any] = {"normalize_input": True, "taper": True}
 
-    def run(self, data: EvalData, options: AttackOptions) -> dict[str, Any]:
+    def run(self, data: EvalData, options: AttackOptions) -> ReconstructionResult:
         assert data.x_train is not None and data.x_test is not None, "reconstruction needs the images"
         original = _images(data.x_test.cpu())
-        perceptual: dict[str, LPIPS | None] = {k: options.extra.get(k) for k in ("lpips", "st_lpips")}
+        perceptual = perceptual_models(data, options)
         # The reconstruction an attacker gets without z: the mean training image.
         mean_image = _images(data.x_train.cpu()).mean(0, keepdim=True).expand_as(original)
         baseline = image_metrics(original, mean_image, **perceptual)
         by_queries = per_query(data, options, lambda q: self._at(data, options, q, original, baseline, perceptual))
-        return {**by_queries["1"], **worst_image_verdict(by_queries), "mean_image_baseline": baseline,
-                **attack_record(data, options, by_queries)}
+        return ReconstructionResult(self.name, {**by_queries["1"], **worst_image_verdict(by_queries),
+                                                "mean_image_baseline": baseline, **attack_record(data, options, by_queries)})
 
     def _at(self, data: EvalData, options: AttackOptions, q: Any, original: torch.Tensor,
             baseline: dict[str, Any], perceptual: dict[str, LPIPS | None]) -> dict[str, Any]:
@@ -94,8 +144,8 @@ class ReconstructionAttack(Attack):
             "train_loss": losses,
             "test_mse": test_mse,  # per epoch, 0-1 scale (metrics["mse"] is 0-255)
             "best_epoch": best_epoch,
-            # Scored by minus the test error; an MSE loss is never "fitted" by a fixed level.
-            "converged": attacker_converged(losses, [-m for m in test_mse], options.converge_margin, fitted=0.0),
+            # Scored by the test error (lower is better); an MSE loss is never "fitted" by a fixed level.
+            "converged": attacker_converged(losses, test_mse, options.converge_margin, fitted=0.0, higher_is_better=False),
             "verdict": "reconstructs" if leaks else "no better than the mean image",
             "grid": grid.name if grid else None,
         }

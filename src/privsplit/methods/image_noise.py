@@ -53,6 +53,10 @@ class NoisyImage(ClientPart):
         return ("noise",)
 
     @property
+    def noise_ops(self) -> tuple[str, ...]:
+        return ("noise",)
+
+    @property
     def draws(self) -> int:
         return 2 * math.prod(self.image_shape)
 

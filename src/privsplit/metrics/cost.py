@@ -147,11 +147,12 @@ def client_cost(
 
     ``latency_repeats=0`` skips the timing (``latency_ms`` is then None).
     """
-    from ..obfuscator import ClientPart, Obfuscator
+    from ..obfuscator import ClientPart
 
-    # FLOPs of the network the client runs; the reduction chain's elementwise ops are not counted.
-    flops = count_flops(obfuscator.encoder if isinstance(obfuscator, Obfuscator) else obfuscator, image_shape)
-    z_shape = tuple(obfuscator.z_shape) if isinstance(obfuscator, ClientPart) else _out_shape(obfuscator, image_shape)
+    # FLOPs of the network the client runs (a client part says which); elementwise random steps are not counted.
+    client = isinstance(obfuscator, ClientPart)
+    flops = count_flops(obfuscator.counted_network if client else obfuscator, image_shape)
+    z_shape = tuple(obfuscator.z_shape) if client else _out_shape(obfuscator, image_shape)
     return {
         "gflops": flops.gflops,
         "flops_by_kind": flops.by_kind,

@@ -34,6 +34,14 @@ class ReductionOp(nn.Module):
     name: ClassVar[str]
     random: ClassVar[bool] = False
     needs_spatial: ClassVar[bool] = False
+    # Its randomness is noise added to z: averaging repeated queries removes it, and
+    # ``silenced`` drops it (the noise-free limit). Other random ops stay as deployed.
+    additive_noise: ClassVar[bool] = False
+
+    @property
+    def adds_noise(self) -> bool:
+        """Whether this op, as configured, adds noise (the chain's noise rule counts it)."""
+        return self.additive_noise
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Shape (without batch) this op produces for ``in_shape``; raises

@@ -58,8 +58,7 @@ class Reduction(nn.Sequential):
 
     @property
     def has_noise(self) -> bool:
-        # sigma = 0 adds nothing: it does not satisfy the noise rule.
-        return any(op.name == "noise" and op.sigma > 0 for op in self)
+        return any(op.adds_noise for op in self)
 
     @property
     def random(self) -> bool:

@@ -39,6 +39,11 @@ class GaussianNoise(ReductionOp):
     """
 
     random = True
+    additive_noise = True
+
+    @property
+    def adds_noise(self) -> bool:
+        return self.sigma > 0  # sigma 0 adds nothing: it does not satisfy the noise rule
 
     def __init__(self, sigma: float, normalize: str = "rms") -> None:
         super().__init__()
