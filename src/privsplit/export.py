@@ -43,7 +43,8 @@ from privsplit_edge.keyed import SCHEME
 
 from .errors import PrivsplitError
 from .obfuscator import ClientPart, Obfuscator
-from .train.checkpoint import file_digest, write_json, writing
+from .rundir import RunDir, write_json, writing
+from .train.checkpoint import file_digest
 
 FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 18
@@ -95,7 +96,7 @@ def export_obfuscator(run_dir: str | Path, fmt: str = "onnx", out_dir: str | Pat
 
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; valid choices: {', '.join(FORMATS)}")
-    out = Path(out_dir) if out_dir else Path(run_dir) / "export"
+    out = Path(out_dir) if out_dir else RunDir(run_dir).export_dir
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out} is a file, not a folder: give a folder for the exported files")
     run = load_run(run_dir, parts=("obfuscator",))

@@ -19,7 +19,6 @@ across processes before each optimiser step.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -40,16 +39,8 @@ from ..adversaries import ADVERSARIES
 from ..progress import Progress
 from ..metrics.accuracy import chance_level
 from .batching import batches, dataset_labels
-from .checkpoint import (
-    append_line,
-    checkpoint_dirs,
-    load_checkpoint,
-    prune_checkpoints,
-    save_checkpoint,
-    save_weights,
-    write_json,
-    write_text,
-)
+from ..rundir import RunDir, write_text
+from .checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint, save_weights
 from .distributed import Distributed, resolve_device
 
 # Settings that may change when a run is resumed; anything else would make the
@@ -77,16 +68,6 @@ class Callback:
 
     def on_epoch_end(self, ctx: Context) -> None:
         pass
-
-
-def _epoch_of(line: str) -> float:
-    """The epoch of a metrics.jsonl line; infinity for a line that a killed
-    process left half-written (or anything else that is not a metrics record)."""
-    try:
-        epoch = json.loads(line)["epoch"]
-    except (ValueError, KeyError, TypeError):
-        return math.inf
-    return epoch if isinstance(epoch, int) else math.inf
 
 
 def _adversary_params(adversaries: torch.nn.ModuleDict) -> list[Any]:
@@ -144,6 +125,7 @@ class Trainer:
         self.data = data
         self.user_model = model
         self.run_dir = Path(run_dir)
+        self.rd = RunDir(run_dir)
         self.resume = resume
         self.callbacks = list(callbacks or [])
         self.progress = progress
@@ -161,9 +143,9 @@ class Trainer:
     def _check_run_dir(self) -> None:
         """Fail before any work if the run folder cannot be used (every process checks)."""
         if self.resume:
-            if not (self.run_dir / "config.yaml").is_file():
+            if not self.rd.is_run():
                 raise CheckpointError(f"{self.run_dir} is not a privsplit run folder (no config.yaml); nothing to resume")
-            saved = load_config(self.run_dir / "config.yaml").to_dict()
+            saved = load_config(self.rd.config).to_dict()
             changed = [k for k in check_resume_overrides(saved, self.cfg.to_dict()) if k not in RESUMABLE_CHANGES]
             if changed:
                 raise ConfigError(
@@ -185,25 +167,23 @@ class Trainer:
             return self._restore()
         if self.dist.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
+            write_text(self.rd.config, self.cfg.to_yaml())
         self.dist.barrier()
         return 0
 
     def _restore(self) -> int:
         if self.dist.main:  # the settings that may change (epochs, device...) are this session's
-            write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
-        ckpts = checkpoint_dirs(self.run_dir)
+            write_text(self.rd.config, self.cfg.to_yaml())
+        ckpts = self.rd.checkpoint_dirs()
         if not ckpts:
             self.log(f"no complete checkpoint in {self.run_dir}; starting from epoch 1")
             return 0
         meta = load_checkpoint(ckpts[-1], self.model, self.optimizers)
         epoch = int(meta["epoch"])
         # Drop metric lines of an epoch that was interrupted after logging but before its checkpoint.
-        metrics = self.run_dir / "metrics.jsonl"
-        if self.dist.main and metrics.exists():
-            kept = [ln for ln in metrics.read_text(errors="replace").splitlines() if _epoch_of(ln) <= epoch]
-            write_text(metrics, "".join(ln + "\n" for ln in kept))
-            self.run_dir.joinpath("run.json").unlink(missing_ok=True)
+        if self.dist.main and self.rd.metrics.exists():
+            self.rd.keep_metrics_through(epoch)
+            self.rd.drop_record()
         self.log(f"resuming {self.run_dir} after epoch {epoch} ({ckpts[-1].name})")
         return epoch
 
@@ -259,7 +239,7 @@ class Trainer:
             f"device {self.device}, {self.dist.world} process(es)"
         )
         if self.info.skipped and self.dist.main:
-            listed = self.run_dir / "skipped_files.txt"
+            listed = self.rd.skipped_files
             write_text(listed, "".join(f"{line}\n" for line in self.info.skipped))
             self.log(f"left out {len(self.info.skipped)} unreadable image file(s) (data.skip_bad_files=true); "
                      f"the list is in {listed}")
@@ -274,9 +254,9 @@ class Trainer:
             self._session_s += time.time() - e0
             ctx.metrics = metrics
             if self.dist.main:
-                append_line(self.run_dir / "metrics.jsonl", json.dumps(metrics))
+                self.rd.append_metrics(metrics)
                 save_checkpoint(
-                    self.run_dir / "checkpoints" / f"epoch-{epoch + 1:04d}",
+                    self.rd.checkpoint(epoch + 1),
                     self.model,
                     self.optimizers,
                     {"epoch": epoch + 1, "metrics": metrics, "config": cfg.to_dict()},
@@ -414,7 +394,7 @@ class Trainer:
         if bool(torch.isfinite(loss)):
             return
         shown = ", ".join(f"{k.removeprefix('train/')} {v:.4g}" for k, v in losses.items())
-        ckpts = checkpoint_dirs(self.run_dir)
+        ckpts = self.rd.checkpoint_dirs()
         kept = f"the last good checkpoint is {ckpts[-1]}" if ckpts else "no epoch finished, so there is no checkpoint"
         raise TrainingDiverged(
             f"training diverged in epoch {self._epoch}: a loss is not finite ({shown}); {kept}. "
@@ -500,23 +480,18 @@ class Trainer:
         return " | ".join(parts)
 
     def _last_metrics(self) -> dict[str, Any]:
-        path = self.run_dir / "metrics.jsonl"
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
-        return json.loads(lines[-1]) if lines else {}
+        rows = self.rd.read_metrics()
+        return rows[-1] if rows else {}
 
     def _finish(self, metrics: dict[str, Any], wall_s: float) -> None:
         """Write the deployable parts and ``run.json`` (last, so its presence
         means the run finished)."""
-        rd = self.run_dir
-        digests = {  # checked by every load (privsplit.run)
-            "obfuscator.safetensors": save_weights(rd / "obfuscator.safetensors", self.model.obfuscator),
-            "heads.safetensors": save_weights(rd / "heads.safetensors", self.model.heads),
-        }
-        if len(self.model.adversaries):
-            digests["adversaries.safetensors"] = save_weights(rd / "adversaries.safetensors", self.model.adversaries)
+        rd = self.rd
+        parts = ["obfuscator", "heads", *(["adversaries"] if len(self.model.adversaries) else [])]
+        # checked by every load (privsplit.run)
+        digests = {rd.weights(p).name: save_weights(rd.weights(p), getattr(self.model, p)) for p in parts}
         chance = {t: chance_level(v) for t, v in dataset_labels(self.test_set).items()}
-        write_json(
-            rd / "run.json",
+        rd.write_record(
             {
                 "status": "finished",
                 "epochs": self.cfg.train.epochs,
