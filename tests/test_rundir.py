@@ -29,6 +29,7 @@ def test_every_path_of_a_run_folder(tmp_path):
     assert rd.name == "digits-run"
     assert (rd.config, rd.metrics, rd.record, rd.skipped_files) == (
         p / "config.yaml", p / "metrics.jsonl", p / "run.json", p / "skipped_files.txt")
+    assert (rd.metrics_csv, rd.tensorboard_dir) == (p / "metrics.csv", p / "tensorboard")
     assert rd.checkpoints == p / "checkpoints" and rd.checkpoint(5) == p / "checkpoints" / "epoch-0005"
     assert [rd.weights(part).name for part in ("obfuscator", "heads", "adversaries")] == [
         "obfuscator.safetensors", "heads.safetensors", "adversaries.safetensors"]

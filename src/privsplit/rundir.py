@@ -11,6 +11,7 @@ A run folder holds::
     run.json                 written last: its presence means the run finished
     eval/                    what ``privsplit evaluate`` wrote
     export/                  what ``privsplit export`` wrote
+    skipped_files.txt, metrics.csv, tensorboard/   when asked for (data.skip_bad_files, --log-csv, --tensorboard)
 
 Every write is atomic (a temporary file, then a rename) or, for the one
 appended file, line by line; a failed write is one :class:`CheckpointError`
@@ -98,6 +99,16 @@ class RunDir:
     def skipped_files(self) -> Path:
         """The list of unreadable images left out (``data.skip_bad_files``)."""
         return self.path / "skipped_files.txt"
+
+    @property
+    def metrics_csv(self) -> Path:
+        """Where ``--log-csv`` writes by default (:class:`~privsplit.loggers.CSVLogger`)."""
+        return self.path / "metrics.csv"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """Where ``--tensorboard`` writes by default (:class:`~privsplit.loggers.TensorBoardLogger`)."""
+        return self.path / "tensorboard"
 
     @property
     def checkpoints(self) -> Path:
