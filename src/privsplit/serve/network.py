@@ -2,6 +2,7 @@
 alone (never the obfuscator), checked once at start, answering for batches of ``z``."""
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,28 +23,38 @@ class TaskNetwork:
     Args:
         run_dir: a finished run folder.
         device: where the heads run.
+        model: a run trained on a user's own model parts: the
+            :class:`~privsplit.methods.SplitModel` (or just its heads, by name)
+            to load the weights into, instead of rebuilding the heads from the config.
     """
 
-    def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
+    def __init__(self, run_dir: str | Path, device: str = "cpu", model: Any = None) -> None:
         from ..config import load_config
         from ..data.base import TaskInfo
-        from ..methods import build_method
+        from ..methods import SplitModel, build_method
+        from ..run import check_model_given
         from ..train.checkpoint import load_weights, read_weights
 
         rd = RunDir(run_dir)
         self.run_dir = rd.path
         self.identity = run_identity(rd.path)
-        cfg = load_config(rd.config)
-        # The heads are rebuilt from the config alone: the method knows its
-        # server-side network (the backbone's rest for a cut, a whole ResNet18 for
-        # the image-level baselines, an MLP for maxent). The obfuscator is never
-        # built or read here.
-        method = build_method(cfg)
-        info = TaskInfo(cfg.data.name, {h["target"]: h["labels"] for h in self.identity["heads"]},
-                        tuple(self.identity["image_shape"]))
-        heads = nn.ModuleDict(
-            {h["name"]: method.server_head(info, len(h["labels"])) for h in self.identity["heads"]}
-        )
+        if isinstance(model, SplitModel):
+            heads = model.heads
+        elif isinstance(model, (Mapping, nn.ModuleDict)):
+            heads = nn.ModuleDict(model)
+        else:
+            check_model_given(rd.read_record(), rd, model)  # a clear error for anything else
+            # The heads are rebuilt from the config alone: the method knows its
+            # server-side network (the backbone's rest for a cut, a whole ResNet18 for
+            # the image-level baselines, an MLP for maxent). The obfuscator is never
+            # built or read here.
+            cfg = load_config(rd.config)
+            method = build_method(cfg)
+            info = TaskInfo(cfg.data.name, {h["target"]: h["labels"] for h in self.identity["heads"]},
+                            tuple(self.identity["image_shape"]))
+            heads = nn.ModuleDict(
+                {h["name"]: method.server_head(info, len(h["labels"])) for h in self.identity["heads"]}
+            )
         weights = rd.weights("heads")
         load_weights(heads, read_weights(weights, rd.recorded_digest("heads")), str(weights))
         self.heads = heads.to(device).eval()

@@ -101,8 +101,9 @@ class Trainer:
       :class:`~privsplit.obfuscator.ClientPart` (``encode``, ``reduce``,
       ``z_shape``); the method ``cfg.method`` still supplies the losses.
 
-    A run trained on a user's own model is loaded back with that model
-    (:func:`~privsplit.train.checkpoint.load_weights` on its ``*.safetensors``).
+    A run trained on a user's own model is loaded back with that model, built
+    afresh the same way: ``load_run(run_dir, model=...)``, ``EvalOptions(model=...)``,
+    ``export_obfuscator(run_dir, model=...)``, ``TaskNetwork(run_dir, model=...)``.
 
     Example:
         >>> from privsplit.config import apply_overrides, Config
@@ -502,6 +503,8 @@ class Trainer:
                 "n_train": len(self.train_set),
                 "n_test": len(self.test_set),
                 "weights_sha256": digests,
+                # a user's own model parts: every load needs them (privsplit.run.check_model_given)
+                **({"user_model": type(self.model.obfuscator).__name__} if self.user_model is not None else {}),
                 "wall_s_last_session": round(wall_s, 1),
                 "world_size": self.dist.world,
                 "device": str(self.device),
