@@ -1,5 +1,5 @@
 """The library surface: a run trained on a user's own model parts is loaded, evaluated, exported and
-served with those parts."""
+served with those parts; the trainer's callbacks see the trainer at every event."""
 
 import httpx
 import numpy as np
@@ -9,6 +9,7 @@ from torch import nn
 
 import privsplit
 from privsplit.errors import CheckpointError
+from privsplit.train.engine import Callback
 
 
 class UniformNoiseClient(privsplit.ClientPart):
@@ -131,3 +132,59 @@ def test_a_users_model_that_does_not_match_the_weights_names_the_file(users_run)
         TaskNetwork(run_dir, model={"task": nn.Linear(64, 2)})
     run = privsplit.load_run(run_dir, parts=("obfuscator",), model=other)  # the heads are not read
     assert run.model.heads["task"][1].out_features == 3
+
+
+class Recorder(Callback):
+    """Every event, with the epoch the context states and the optimisers it reaches."""
+
+    def __init__(self):
+        self.events = []
+
+    def on_fit_start(self, ctx):
+        self.events.append(("fit_start", ctx.epoch, sorted(ctx.optimizers)))
+        assert ctx.trainer.optimizers is ctx.optimizers
+
+    def on_epoch_start(self, ctx):
+        self.events.append(("epoch_start", ctx.epoch))
+
+    def on_step_end(self, ctx, losses):
+        if not self.events or self.events[-1][0] != "step_end":  # one entry per run of steps
+            self.events.append(("step_end", ctx.epoch))
+
+    def on_epoch_end(self, ctx):
+        self.events.append(("epoch_end", ctx.epoch, ctx.metrics["epoch"]))
+
+    def on_fit_end(self, ctx, result):
+        self.events.append(("fit_end", ctx.epoch, result["epoch"]))
+
+
+@pytest.mark.slow
+def test_callbacks_see_every_event_in_order_and_the_optimizers(tiny, tmp_path):
+    run = tmp_path / "run"
+    first = Recorder()
+    privsplit.Trainer(tiny("train.epochs=2"), run, progress=False, log=lambda s: None, callbacks=[first]).fit()
+    optimizers = ["heads", "obfuscator"]  # the default config trains no proxy adversary
+    assert first.events == [("fit_start", 0, optimizers),
+                            ("epoch_start", 1), ("step_end", 1), ("epoch_end", 1, 1),
+                            ("epoch_start", 2), ("step_end", 2), ("epoch_end", 2, 2),
+                            ("fit_end", 2, 2)]
+    resumed = Recorder()
+    privsplit.Trainer(tiny("train.epochs=3"), run, resume=True, progress=False, log=lambda s: None,
+                      callbacks=[resumed]).fit()
+    assert resumed.events == [("fit_start", 2, optimizers), ("epoch_start", 3), ("step_end", 3),
+                              ("epoch_end", 3, 3), ("fit_end", 3, 3)]
+
+
+def test_a_callback_with_only_some_hooks_still_works(tiny, tmp_path):
+    """An old callback (any object with ``on_epoch_end``) keeps working: missing hooks are skipped."""
+
+    class OnlyEpochEnd:
+        def __init__(self):
+            self.epochs = []
+
+        def on_epoch_end(self, ctx):
+            self.epochs.append(ctx.epoch)
+
+    cb = OnlyEpochEnd()
+    privsplit.Trainer(tiny(), tmp_path / "run", progress=False, log=lambda s: None, callbacks=[cb]).fit()
+    assert cb.epochs == [1]

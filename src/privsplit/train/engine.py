@@ -50,7 +50,16 @@ RESUMABLE_CHANGES = {"train.epochs", "train.device", "train.threads", "train.kee
 
 @dataclass
 class Context:
-    """What callbacks see."""
+    """What callbacks see.
+
+    Attributes:
+        epoch: the epoch being trained (1-based); at ``on_fit_start``, the last
+            finished one (0 for a new run, the checkpoint's epoch on resume).
+        step: batches trained by this process in this session.
+        metrics: the last finished epoch's metrics (set before ``on_epoch_end``).
+        trainer: the :class:`Trainer` itself (its ``optimizers``, ``method``,
+            ``train_set``, ``device``...); None for a context built by hand.
+    """
 
     cfg: Config
     run_dir: Path
@@ -58,15 +67,41 @@ class Context:
     epoch: int = 0
     step: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
+    trainer: Trainer | None = None
+
+    @property
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The trainer's optimisers by part (``obfuscator``, ``heads``, ``adversaries``;
+        a part without parameters has none)."""
+        return self.trainer.optimizers if self.trainer is not None else {}
 
 
 class Callback:
-    """Hooks into the loop; override what you need."""
+    """Hooks into the loop; override what you need. The events, in order::
+
+        on_fit_start(ctx)                 after the run folder is made or restored
+          on_epoch_start(ctx)             for each epoch still to train
+            on_step_end(ctx, losses)      after each batch's optimiser steps
+          on_epoch_end(ctx)               after the epoch's metrics and checkpoint are written
+        on_fit_end(ctx, result)           after the weights and run.json are written
+
+    They run in every process of a ``torchrun`` job (``ctx.trainer.dist.main``
+    is True in the first). An object with only some of these methods works too.
+    """
+
+    def on_fit_start(self, ctx: Context) -> None:
+        pass
+
+    def on_epoch_start(self, ctx: Context) -> None:
+        pass
 
     def on_step_end(self, ctx: Context, losses: dict[str, float]) -> None:
         pass
 
     def on_epoch_end(self, ctx: Context) -> None:
+        pass
+
+    def on_fit_end(self, ctx: Context, result: dict[str, Any]) -> None:
         pass
 
 
@@ -138,6 +173,13 @@ class Trainer:
     def log(self, msg: str) -> None:
         if self.dist.main:
             self._log(msg)
+
+    def _event(self, name: str, *args: Any) -> None:
+        """Call hook ``name`` of every callback that has it."""
+        for cb in self.callbacks:
+            hook = getattr(cb, name, None)
+            if hook is not None:
+                hook(*args)
 
     # Setup ---------------------------------------------------------------
 
@@ -230,7 +272,7 @@ class Trainer:
     def _fit(self) -> dict[str, Any]:
         start = self._prepare_run_dir()
         cfg = self.cfg
-        ctx = Context(cfg, self.run_dir, self.model)
+        ctx = Context(cfg, self.run_dir, self.model, epoch=start, trainer=self)
         z_shape = self.model.obfuscator.z_shape
         self.log(
             f"training {cfg.method} on {self.info.dataset} ({len(self.train_set)} train / {len(self.test_set)} "
@@ -246,8 +288,10 @@ class Trainer:
                      f"the list is in {listed}")
         t0 = time.time()
         metrics: dict[str, Any] = {}
+        self._event("on_fit_start", ctx)
         for epoch in range(start, cfg.train.epochs):
             ctx.epoch = self._epoch = epoch + 1
+            self._event("on_epoch_start", ctx)
             e0 = time.time()
             train_metrics = self._train_epoch(ctx)
             metrics = {"epoch": epoch + 1, **train_metrics, **self.evaluate(), "epoch_s": round(time.time() - e0, 2)}
@@ -265,14 +309,14 @@ class Trainer:
                 prune_checkpoints(self.run_dir, cfg.train.keep_checkpoints)
             self.dist.barrier()
             self.log(self._summary(metrics))
-            for cb in self.callbacks:
-                cb.on_epoch_end(ctx)
+            self._event("on_epoch_end", ctx)
         if start >= cfg.train.epochs:
             self.log(f"{self.run_dir} already finished {cfg.train.epochs} epoch(s)")
             metrics = self._last_metrics()
         if self.dist.main:
             self._finish(metrics, time.time() - t0)
         self.dist.barrier()
+        self._event("on_fit_end", ctx, metrics)
         return metrics
 
     def _train_epoch(self, ctx: Context) -> dict[str, float]:
@@ -304,8 +348,7 @@ class Trainer:
                 totals[k] = totals.get(k, 0.0) + v
             ctx.step += 1
             bar.set_postfix(task_loss=f"{losses['train/task_loss']:.3f}")
-            for cb in self.callbacks:
-                cb.on_step_end(ctx, losses)
+            self._event("on_step_end", ctx, losses)
         bar.close()
         if self.dist.world > 1:
             # Batch-norm running statistics differ per process: average them.
