@@ -87,12 +87,11 @@ def test_trainer_takes_a_users_own_datasets_and_model_parts(tmp_path):
     assert metrics["test/task/acc"] > 0.9  # brightness survives the tiny encoder
     record = (tmp_path / "run" / "run.json").read_text()
     assert '"squares"' in record and '"z_shape": [\n    4,\n    4,\n    4\n  ]' in record
-    # The run loads back into the user's model.
-    from privsplit.train.checkpoint import load_weights, read_weights
-
+    # The run loads back into the user's model, built afresh.
     fresh = privsplit.SplitModel(TinyClient(), {"task": nn.Sequential(nn.Flatten(), nn.Linear(64, 2))}, {"task": "utility"})
-    load_weights(fresh.heads, read_weights(tmp_path / "run" / "heads.safetensors"), "heads")
-    assert torch.equal(fresh.heads["task"][1].weight, model.heads["task"][1].weight.cpu())
+    run = privsplit.load_run(tmp_path / "run", model=fresh)
+    assert run.model is fresh and torch.equal(fresh.heads["task"][1].weight, model.heads["task"][1].weight.cpu())
+    assert torch.equal(fresh.obfuscator.net[0].weight, model.obfuscator.net[0].weight.cpu())
 
 
 def test_server_runs_the_server_network_not_the_attackers(tiny, tmp_path, monkeypatch):

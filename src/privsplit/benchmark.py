@@ -27,6 +27,7 @@ from .errors import ConfigError, DataError
 from .formatting import from_jsonable, jsonable
 from .lock import LOCK_NAME, FolderLock
 from .queries import DEFAULT_FAMILIES, query_key
+from .rundir import RunDir
 
 # privsplit.config.shipped_configs(), without importing the configs' YAML (and, through the
 # attacks, torch): `privsplit benchmark --help` shows the budgets and this folder.
@@ -247,10 +248,10 @@ def train_entry(cfg, run_dir: Path, log: Callable[[str], None], progress: bool |
     """Train unless finished; continue an interrupted run. Returns what was done."""
     from .train.engine import Trainer
 
-    if (run_dir / "run.json").is_file():
+    if RunDir(run_dir).is_finished():
         log(f"{run_dir.name}: trained already, skipping training")
         return "skipped"
-    resume = (run_dir / "config.yaml").is_file()
+    resume = RunDir(run_dir).is_run()
     log(f"{run_dir.name}: {'resuming' if resume else 'training'} ({cfg.method}, {cfg.train.epochs} epoch(s))")
     Trainer(cfg, run_dir, resume=resume, progress=progress).fit()
     return "resumed" if resume else "trained"
@@ -331,10 +332,10 @@ def _run_entries(out: Path, entries: list[Entry], configs: dict[str, Any], b: Bu
             raise
         r = None if action != "skipped" else _read_eval(run_dir, stamp)
         if r is not None:
-            log(f"{e.name}: evaluated already, reusing {run_dir / 'eval' / 'results.json'}")
+            log(f"{e.name}: evaluated already, reusing {RunDir(run_dir).eval_results}")
         else:
-            r = evaluate_run(run_dir, options, run_dir / "eval")
-            write_json(run_dir / "eval" / "benchmark_stamp.json", stamp)
+            r = evaluate_run(run_dir, options, RunDir(run_dir).eval_dir)
+            write_json(RunDir(run_dir).benchmark_stamp, stamp)
         done[e.name] = r
     results = [done[e.name] for e in ENTRIES if e.name in done]
     report.plot_privacy_utility(results, out / "privacy_utility.png")
@@ -391,7 +392,7 @@ def condense_warnings(md: str, results: list[dict[str, Any]], b: Budget) -> str:
 def _read_eval(run_dir: Path, stamp: dict[str, Any]) -> dict[str, Any] | None:
     import json
 
-    s, r = run_dir / "eval" / "benchmark_stamp.json", run_dir / "eval" / "results.json"
+    s, r = RunDir(run_dir).benchmark_stamp, RunDir(run_dir).eval_results
     if not (s.is_file() and r.is_file()) or json.loads(s.read_text()) != json.loads(json.dumps(stamp)):
         return None
     return from_jsonable(json.loads(r.read_text()))
@@ -400,12 +401,7 @@ def _read_eval(run_dir: Path, stamp: dict[str, Any]) -> dict[str, Any] | None:
 def train_seconds(run_dir: Path) -> float | None:
     """Training time of a run: the sum of its epochs' ``epoch_s`` in ``metrics.jsonl``
     (robust to resumes, unlike a single session's wall time); None if unknown."""
-    import json
-
-    f = run_dir / "metrics.jsonl"
-    if not f.is_file():
-        return None
-    rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    rows = RunDir(run_dir).read_metrics()
     last = {row["epoch"]: row.get("epoch_s") for row in rows}  # a resumed epoch counts once
     return sum(v for v in last.values() if v is not None) if last else None
 

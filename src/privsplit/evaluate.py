@@ -63,6 +63,8 @@ class EvalOptions:
             :class:`~privsplit.train.engine.Trainer`); ``overrides`` then do not apply.
         progress: progress bars (None: only on a terminal).
         log: where progress lines go.
+        model: a SplitModel to load the weights into instead of rebuilding it from
+            the config: a run trained on a user's own model parts.
     """
 
     attacks: tuple[str, ...] = DEFAULT_ATTACKS
@@ -79,6 +81,7 @@ class EvalOptions:
     data: tuple[Any, Any, TaskInfo] | None = None
     progress: bool | None = None
     log: Callable[[str], None] = print
+    model: Any = None
 
 
 def check_attacks(names: list[str] | tuple[str, ...], options: AttackOptions | None = None) -> tuple[str, ...]:
@@ -232,7 +235,8 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None, out_di
     st_lpips = load_st_lpips() if perceptual else None
     t0 = time.time()
     torch.manual_seed(options.seed)
-    run = load_run(run_dir, parts=("obfuscator", "heads"), device=resolve_device(options.device))
+    run = load_run(run_dir, parts=("obfuscator", "heads"), device=resolve_device(options.device),
+                   model=options.model)
     log = options.log
     data, _ = load_eval_data(run, options, keep_images=any(ATTACKS.get(a).needs_images for a in attacks))
     data.perceptual = {"lpips": lpips, "st_lpips": st_lpips}
@@ -325,7 +329,7 @@ QUICK_EPOCHS = 10
 
 def quick_privacy(run_dir: str | Path, max_train: int = 2000, max_test: int = 1000, epochs: int = QUICK_EPOCHS,
                   queries: tuple[float, ...] = (1, 16), families: tuple[str, ...] = QUICK_FAMILIES,
-                  device: str = "cpu", progress: bool | None = False) -> dict[str, Any]:
+                  device: str = "cpu", progress: bool | None = False, model: Any = None) -> dict[str, Any]:
     """A fast look at what ``z`` leaks, for the end of ``privsplit train``: the cheap
     attacker families (fresh draws) at 1 and 16 queries, on at most ``max_train`` /
     ``max_test`` images. Seconds on a CPU. It is a lower bound: ``evaluate`` adds the
@@ -338,7 +342,7 @@ def quick_privacy(run_dir: str | Path, max_train: int = 2000, max_test: int = 10
     "lower_bound": True, ...}``: what :func:`save_quick_privacy` writes to ``run.json``.
     """
     t0 = time.time()
-    run = load_run(run_dir, parts=("obfuscator",), device=resolve_device(device))
+    run = load_run(run_dir, parts=("obfuscator",), device=resolve_device(device), model=model)
     limits = {"train": run.config.data.limit_train, "test": run.config.data.limit_test}
     caps = {"train": max_train, "test": max_test}
     overrides = [f"data.limit_{k}={caps[k]}" for k in caps if limits[k] is None or limits[k] > caps[k]]

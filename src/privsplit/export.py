@@ -43,7 +43,8 @@ from privsplit_edge.keyed import SCHEME
 
 from .errors import PrivsplitError
 from .obfuscator import ClientPart
-from .train.checkpoint import file_digest, write_json, writing
+from .rundir import RunDir, write_json, writing
+from .train.checkpoint import file_digest
 
 FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 18
@@ -79,10 +80,13 @@ class ExportableObfuscator(nn.Module):
 # --- writing the files -------------------------------------------------------------------------------------
 
 
-def export_obfuscator(run_dir: str | Path, fmt: str = "onnx", out_dir: str | Path | None = None) -> Path:
+def export_obfuscator(run_dir: str | Path, fmt: str = "onnx", out_dir: str | Path | None = None,
+                      model: Any = None) -> Path:
     """Export a finished run's obfuscator; returns the model file's path.
 
-    The manifest ``obfuscator.json`` is written next to it.
+    The manifest ``obfuscator.json`` is written next to it. ``model``: for a run
+    trained on a user's own model parts, the :class:`~privsplit.methods.SplitModel`
+    to load the weights into (:func:`~privsplit.run.load_run`).
 
     Example:
         >>> path = export_obfuscator("runs/digits-ours-rn18_3-20260101-120000", "onnx")  # doctest: +SKIP
@@ -92,27 +96,27 @@ def export_obfuscator(run_dir: str | Path, fmt: str = "onnx", out_dir: str | Pat
 
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; valid choices: {', '.join(FORMATS)}")
-    out = Path(out_dir) if out_dir else Path(run_dir) / "export"
+    out = Path(out_dir) if out_dir else RunDir(run_dir).export_dir
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out} is a file, not a folder: give a folder for the exported files")
-    run = load_run(run_dir, parts=("obfuscator",))
+    run = load_run(run_dir, parts=("obfuscator",), model=model)
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)
-    model = ExportableObfuscator(run.model.obfuscator).eval()
+    client = ExportableObfuscator(run.model.obfuscator).eval()
     path = out / FILENAMES[fmt]
     tmp = out / f".tmp-{path.name}"  # same suffix: the exporters look at it
     try:
         with writing(path):
             if fmt == "onnx":
-                _export_onnx(model, tmp)
+                _export_onnx(client, tmp)
             else:
-                _export_torchscript(model, tmp)
+                _export_torchscript(client, tmp)
             digest = file_digest(tmp)
             os.replace(tmp, path)
     finally:
         if tmp.is_file():
             tmp.unlink()
-    c, h, w = model.image_shape
+    c, h, w = client.image_shape
     identity = run_identity(run_dir)
     files: dict[str, str] = {}
     digests: dict[str, str] = {}
@@ -129,12 +133,12 @@ def export_obfuscator(run_dir: str | Path, fmt: str = "onnx", out_dir: str | Pat
         "files": files,
         "identity": identity,
         "input": {"name": "image", "dtype": "float32", "shape": ["N", c, h, w], "range": [0.0, 1.0]},
-        "output": {"name": "z", "dtype": "float32", "shape": ["N", *model.z_shape]},
+        "output": {"name": "z", "dtype": "float32", "shape": ["N", *client.z_shape]},
         "preprocess": "RGB; centre-crop to a square; bilinear resize to HxW; divide by 255",
         "reduction": run.config.reduction,
-        "random_ops": model.random_ops,
+        "random_ops": client.random_ops,
         # uniforms in (0, 1) per image, fed as the input "draws"; 0: the model takes the image alone
-        "draws": {"name": "draws", "dtype": "float32", "per_image": model.draws, "keyed_scheme": SCHEME},
+        "draws": {"name": "draws", "dtype": "float32", "per_image": client.draws, "keyed_scheme": SCHEME},
         "onnx_opset": ONNX_OPSET,
         "sha256": digests,  # of each model file, checked before it is loaded
     }

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .rundir import RunDir
 from .train.checkpoint import write_text
 from .train.engine import Callback, Context
 
@@ -63,7 +64,7 @@ class CSVLogger(Callback):
         self.rows: dict[int, dict[str, Any]] | None = None
 
     def _file(self, ctx: Context) -> Path:
-        return self.path if self.path is not None else Path(ctx.run_dir) / "metrics.csv"
+        return self.path if self.path is not None else RunDir(ctx.run_dir).metrics_csv
 
     def _read(self, path: Path) -> dict[int, dict[str, Any]]:
         """Rows an earlier session wrote (a resumed run), by epoch."""
@@ -125,7 +126,7 @@ class TensorBoardLogger(Callback):
 
     def _open(self, ctx: Context) -> Any:
         if self.writer is None:
-            where = self.log_dir if self.log_dir is not None else Path(ctx.run_dir) / "tensorboard"
+            where = self.log_dir if self.log_dir is not None else RunDir(ctx.run_dir).tensorboard_dir
             self.writer = self._writer_class(log_dir=str(where))
         return self.writer
 
@@ -148,11 +149,12 @@ class TensorBoardLogger(Callback):
         for k, v in _scalars(ctx.metrics).items():
             w.add_scalar(k, v, epoch)
         w.flush()
-        if epoch >= ctx.cfg.train.epochs:
-            self.close()
+
+    def on_fit_end(self, ctx: Context, result: dict[str, Any]) -> None:
+        self.close()
 
     def close(self) -> None:
-        """Flush and close the event file (done after the last epoch)."""
+        """Flush and close the event file (done when training ends)."""
         if self.writer is not None:
             self.writer.close()
             self.writer = None

@@ -7,7 +7,6 @@ folders written before digests were recorded load without that check.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -18,9 +17,10 @@ from .config import Config, load_config
 from .data.base import TaskInfo
 from .errors import CheckpointError
 from .methods import SplitModel, build_method
+from .rundir import PARTS, RunDir
 from .train.checkpoint import load_weights, read_weights
 
-PARTS = ("obfuscator", "heads", "adversaries")
+__all__ = ["PARTS", "Run", "check_model_given", "load_run", "read_run_record", "recorded_digest"]  # PARTS: re-exported, old imports name it here
 
 
 @dataclass
@@ -35,27 +35,8 @@ class Run:
 
 
 def read_run_record(run_dir: str | Path) -> dict[str, Any]:
-    """``run.json`` of a finished run, or a clear error if the run is not finished."""
-    rd = Path(run_dir)
-    if not (rd / "config.yaml").is_file():
-        raise CheckpointError(f"{rd} is not a privsplit run folder (no config.yaml)")
-    path = rd / "run.json"
-    if not path.is_file():
-        raise CheckpointError(
-            f"{rd} has no finished training (no run.json): finish it with `privsplit train --resume {rd}`"
-        )
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
-    if not isinstance(record, dict) or record.get("status") != "finished":
-        status = record.get("status") if isinstance(record, dict) else None
-        raise CheckpointError(f"{rd} did not finish training (status {status!r})")
-    digests = record.get("weights_sha256")
-    if digests is not None and not (isinstance(digests, dict) and all(isinstance(v, str) for v in digests.values())):
-        raise CheckpointError(f"{path} is corrupt (weights_sha256 is not a map of file names to digests); "
-                              "restore it or train again")
-    return record
+    """``run.json`` of a finished run, or a clear error if the run is not finished (:meth:`RunDir.read_record`)."""
+    return RunDir(run_dir).read_record()
 
 
 def recorded_digest(run_dir: str | Path, filename: str) -> str | None:
@@ -64,27 +45,48 @@ def recorded_digest(run_dir: str | Path, filename: str) -> str | None:
     return (read_run_record(run_dir).get("weights_sha256") or {}).get(filename)
 
 
-def load_run(run_dir: str | Path, parts: Iterable[str] = PARTS, device: str | torch.device = "cpu") -> Run:
+def load_run(run_dir: str | Path, parts: Iterable[str] = PARTS, device: str | torch.device = "cpu",
+             model: SplitModel | None = None) -> Run:
     """Rebuild a finished run's model and load the weights of ``parts``.
 
     No data is needed: label names and image shape come from ``run.json``.
+    ``model``: a :class:`~privsplit.methods.SplitModel` to load the weights into
+    instead of building one from the config: a run trained on a user's own model
+    parts (``Trainer(..., model=...)``) is loaded back with those parts, built as
+    they were for training. Weights are checked either way (digests, every key
+    and shape).
 
     Example:
         >>> run = load_run("runs/digits-ours-rn18_3-20260101-120000")  # doctest: +SKIP
         >>> z = run.model.obfuscator(images)                              # doctest: +SKIP
+        >>> mine = load_run("runs/mine", model=SplitModel(MyClient(), {"task": my_head}, {"task": "utility"}))  # doctest: +SKIP
     """
-    rd = Path(run_dir)
-    record = read_run_record(rd)
-    config = load_config(rd / "config.yaml")
+    rd = RunDir(run_dir)
+    record = rd.read_record()
+    config = load_config(rd.config)
     task = record["task"]
     info = TaskInfo(task["dataset"], task["labels"], tuple(task["image_shape"]))
-    model = build_method(config).build(info)
+    check_model_given(record, rd, model)
+    if model is None:
+        model = build_method(config).build(info)
+    digests = record.get("weights_sha256") or {}
     for part in parts:
-        if part not in PARTS:
-            raise ValueError(f"unknown part {part!r}; valid: {', '.join(PARTS)}")
+        path = rd.weights(part)  # a ValueError for an unknown part
         module = getattr(model, part)
         if part == "adversaries" and len(module) == 0:
             continue
-        path = rd / f"{part}.safetensors"
-        load_weights(module, read_weights(path, (record.get("weights_sha256") or {}).get(path.name)), str(path))
-    return Run(rd, config, info, model.to(device).eval(), record)
+        load_weights(module, read_weights(path, digests.get(path.name)), str(path))
+    return Run(rd.path, config, info, model.to(device).eval(), record)
+
+
+def check_model_given(record: dict[str, Any], rd: RunDir, model: Any) -> None:
+    """A one-line error for a model that is no SplitModel, or for a run trained on
+    a user's own model parts (``run.json``'s ``user_model``) loaded without them."""
+    if model is not None and not isinstance(model, SplitModel):
+        raise TypeError(f"model must be a privsplit SplitModel (obfuscator, heads, head targets), "
+                        f"not {type(model).__name__}")
+    if model is None and record.get("user_model"):
+        raise CheckpointError(
+            f"{rd} was trained on your own model parts ({record['user_model']}), which its config cannot rebuild: "
+            "pass them, e.g. load_run(run_dir, model=SplitModel(...)) or EvalOptions(model=...)"
+        )

@@ -22,6 +22,7 @@ import yaml
 from .config import Config, apply_overrides, load_config
 from .errors import ConfigError, TrainingDiverged
 from .queries import query_key
+from .rundir import RunDir
 
 DEFAULT_FAMILIES = ("mlp", "linear")  # quick attackers; --families head,mlp,knn,linear,mlp_flat for all
 _OPS = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b}
@@ -365,7 +366,7 @@ def confirm(cfg: Config, best: Any, objectives: list[Objective], options: TuneOp
     from .train.engine import train
 
     run_dir = out / "confirm"
-    train(cfg, run_dir, resume=(run_dir / "config.yaml").is_file(), progress=options.progress, log=lambda _m: None)
+    train(cfg, run_dir, resume=RunDir(run_dir).is_run(), progress=options.progress, log=lambda _m: None)
     attack = AttackOptions(epochs=options.attack_epochs, families=tuple(options.families), seed=options.seed,
                            queries=tuple(sorted({o.queries for o in objectives if o.queries} | {1})))
     res = evaluate_run(run_dir, EvalOptions(attacks=("attribute",), attack=attack, seed=options.seed,

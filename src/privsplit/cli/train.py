@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
 from ..errors import PrivsplitError
+from ..rundir import RunDir
 from .common import add_config_args, add_device, add_json, add_progress, add_threads, chain_text
 
 EXAMPLES_TRAIN = """\
@@ -67,10 +67,10 @@ def _train(args: argparse.Namespace, collect: bool = False):  # noqa: ANN202
         run_dir = Path(args.resume)
         if args.config:
             raise PrivsplitError("--resume reads the config saved in the run folder; do not also give --config")
-        if not (run_dir / "config.yaml").is_file():
+        if not RunDir(run_dir).is_run():
             raise PrivsplitError(f"{run_dir} is not a privsplit run folder (no config.yaml); nothing to resume")
         # The engine refuses overrides that would change the experiment.
-        cfg = apply_overrides(load_config(run_dir / "config.yaml"), [*args.overrides, *flags])
+        cfg = apply_overrides(load_config(RunDir(run_dir).config), [*args.overrides, *flags])
     else:
         cfg = load_config(args.config, [*args.overrides, *flags])
         if args.out:
@@ -79,7 +79,7 @@ def _train(args: argparse.Namespace, collect: bool = False):  # noqa: ANN202
             raise PrivsplitError("under torchrun give --out DIR, so every process writes the same run folder")
         else:
             name = cfg.name or f"{cfg.data.name}-{cfg.method}-{cfg.model.split}"
-            run_dir = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            run_dir = RunDir.new(name).path
     from ..loggers import CSVLogger, TensorBoardLogger
 
     callbacks = []
@@ -95,9 +95,7 @@ def _train(args: argparse.Namespace, collect: bool = False):  # noqa: ANN202
     if not args.no_privacy_check:
         _print_quick_privacy(run_dir, cfg.train.device, progress=False if args.no_progress else None)
     if collect:
-        import json
-
-        return {"run_dir": str(run_dir), **json.loads((run_dir / "run.json").read_text())}
+        return {"run_dir": str(run_dir), **RunDir(run_dir).read_record()}
     return None
 
 
@@ -116,9 +114,7 @@ def _print_quick_privacy(run_dir: Path, device: str = "cpu", progress: bool | No
 
 
 def _print_result(cfg, run_dir: Path, metrics: dict) -> None:  # noqa: ANN001
-    import json
-
-    run = json.loads((run_dir / "run.json").read_text())
+    run = RunDir(run_dir).read_record()
     chance = run["chance"]
     print(f"\nfinished: {cfg.method} on {cfg.data.name}, {cfg.model.backbone} split {cfg.model.split}, "
           f"reduction {chain_text(cfg.reduction)}, {metrics.get('epoch', cfg.train.epochs)} epoch(s)")

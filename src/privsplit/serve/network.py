@@ -2,6 +2,7 @@
 alone (never the obfuscator), checked once at start, answering for batches of ``z``."""
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import PrivsplitError
+from ..rundir import RunDir
 from .protocol import WireFormatError, run_identity
 
 
@@ -21,47 +23,56 @@ class TaskNetwork:
     Args:
         run_dir: a finished run folder.
         device: where the heads run.
+        model: a run trained on a user's own model parts: the
+            :class:`~privsplit.methods.SplitModel` (or just its heads, by name)
+            to load the weights into, instead of rebuilding the heads from the config.
     """
 
-    def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
+    def __init__(self, run_dir: str | Path, device: str = "cpu", model: Any = None) -> None:
         from ..config import load_config
         from ..data.base import TaskInfo
-        from ..methods import build_method
-        from ..run import recorded_digest
+        from ..methods import SplitModel, build_method
+        from ..run import check_model_given
         from ..train.checkpoint import load_weights, read_weights
 
-        rd = Path(run_dir)
-        self.run_dir = rd
-        self.identity = run_identity(rd)
-        cfg = load_config(rd / "config.yaml")
-        # The heads are rebuilt from the config alone: the method knows its
-        # server-side network (the backbone's rest for a cut, a whole ResNet18 for
-        # the image-level baselines, an MLP for maxent). The obfuscator is never
-        # built or read here.
-        method = build_method(cfg)
-        info = TaskInfo(cfg.data.name, {h["target"]: h["labels"] for h in self.identity["heads"]},
-                        tuple(self.identity["image_shape"]))
-        heads = nn.ModuleDict(
-            {h["name"]: method.server_head(info, len(h["labels"])) for h in self.identity["heads"]}
-        )
-        weights = rd / "heads.safetensors"
-        load_weights(heads, read_weights(weights, recorded_digest(rd, weights.name)), str(weights))
+        rd = RunDir(run_dir)
+        self.run_dir = rd.path
+        self.identity = run_identity(rd.path)
+        if isinstance(model, SplitModel):
+            heads = model.heads
+        elif isinstance(model, (Mapping, nn.ModuleDict)):
+            heads = nn.ModuleDict(model)
+        else:
+            check_model_given(rd.read_record(), rd, model)  # a clear error for anything else
+            # The heads are rebuilt from the config alone: the method knows its
+            # server-side network (the backbone's rest for a cut, a whole ResNet18 for
+            # the image-level baselines, an MLP for maxent). The obfuscator is never
+            # built or read here.
+            cfg = load_config(rd.config)
+            method = build_method(cfg)
+            info = TaskInfo(cfg.data.name, {h["target"]: h["labels"] for h in self.identity["heads"]},
+                            tuple(self.identity["image_shape"]))
+            heads = nn.ModuleDict(
+                {h["name"]: method.server_head(info, len(h["labels"])) for h in self.identity["heads"]}
+            )
+        weights = rd.weights("heads")
+        load_weights(heads, read_weights(weights, rd.recorded_digest("heads")), str(weights))
         self.heads = heads.to(device).eval()
         self.device = torch.device(device)
         self.z_shape = tuple(self.identity["z_shape"])
         self.info = {h["name"]: h for h in self.identity["heads"]}
         self.default_head = self.identity["heads"][0]["name"]
-        self._dry_run(rd)
+        self._dry_run(rd.record)
 
     @torch.inference_mode()
-    def _dry_run(self, rd: Path) -> None:
+    def _dry_run(self, record: Path) -> None:
         """One forward of a zero ``z`` through every head: ``run.json`` states the
         shape clients will send, and a shape the heads cannot take (an edited or
         damaged ``run.json``) must stop the server at start, not answer 500 later."""
         shape = self.z_shape
         if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 1 << 16 for d in shape) \
                 or math.prod(shape) > 1 << 26:
-            raise PrivsplitError(f"{rd / 'run.json'} states z_shape {list(shape)}, which is no representation shape: "
+            raise PrivsplitError(f"{record} states z_shape {list(shape)}, which is no representation shape: "
                                  "the run folder is damaged; restore run.json or train again")
         z = torch.zeros(1, *shape, device=self.device)
         for name, head in self.heads.items():
@@ -73,7 +84,7 @@ class TaskNetwork:
                 problem = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             if problem:
                 raise PrivsplitError(
-                    f"{rd / 'run.json'} states z_shape {list(shape)}, but head {name!r} cannot take it ({problem}): "
+                    f"{record} states z_shape {list(shape)}, but head {name!r} cannot take it ({problem}): "
                     "run.json was edited or belongs to another run; restore it or train again"
                 )
 

@@ -16,14 +16,11 @@ naming the path and the last good checkpoint.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import json
 import os
 import shutil
 from collections import defaultdict
-from typing import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +32,8 @@ from torch import nn
 from privsplit_edge.protocol import file_digest  # one digest for run.json, meta.json, the manifest and the edge client
 
 from ..errors import CheckpointError
+from ..rundir import RunDir, tmp_path
+from ..rundir import append_line, last_good, write_json, write_text, writing  # re-exported: old imports name them here
 from ..tensors import state_mismatch  # re-exported: old imports name it here
 
 FORMAT = "privsplit-checkpoint"
@@ -56,65 +55,10 @@ def check_digest(path: Path, expected: str | None) -> None:
         )
 
 
-def last_good(path: Path) -> str:
-    """Which checkpoint survives a failed write at ``path`` (in the run folder or its checkpoints)."""
-    for folder in (path.parent, *path.parents[:3]):
-        ckpts = checkpoint_dirs(folder)
-        if ckpts:
-            return f"the last good checkpoint is {ckpts[-1]}"
-        if (folder / "config.yaml").is_file():
-            return "no checkpoint was written yet"
-    return "no checkpoint was written yet"
-
-
-@contextlib.contextmanager
-def writing(path: Path) -> Iterator[None]:
-    """Turn a failed write of ``path`` into one line naming it and what survives.
-
-    safetensors reports a full disk as ``SafetensorError`` (not an OSError).
-    """
-    try:
-        yield
-    except (OSError, SafetensorError) as e:
-        why = os.strerror(e.errno) if isinstance(e, OSError) and e.errno else str(e).splitlines()[0] if str(e) else type(e).__name__
-        code = next((c for c in (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS)
-                     if getattr(e, "errno", None) == c or os.strerror(c) in why), None)  # safetensors has no errno
-        hint = {errno.ENOSPC: "free some disk space", errno.EACCES: "check the folder's permissions",
-                errno.EPERM: "check the folder's permissions",
-                errno.EROFS: "the file system is read-only: choose another folder"}.get(code, "check the disk and the folder")
-        raise CheckpointError(f"cannot write {path} ({why}): {hint}; {last_good(path)}") from None
-
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    write_text(path, json.dumps(data, indent=2, default=str))
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write text atomically (temporary file, then rename)."""
-    tmp = _tmp(path)
-    with writing(path):
-        try:
-            tmp.write_text(text)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-
-def append_line(path: Path, line: str) -> None:
-    """Append one line (``metrics.jsonl``), a failed write reported like any other."""
-    with writing(path), open(path, "a") as f:
-        f.write(line + "\n")
-
-
 def save_weights(path: Path, module: nn.Module | dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
     """Write safetensors weights atomically; returns the file's digest (:func:`file_digest`)."""
     state = module.state_dict() if isinstance(module, nn.Module) else module
-    tmp = _tmp(path)
+    tmp = tmp_path(path)
     with writing(path):
         try:
             # Serialised in memory and written here, so every write error is an OSError of this path.
@@ -255,11 +199,8 @@ def folder_epoch(path: Path) -> int | None:
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """Complete checkpoint folders of a run, oldest first."""
-    root = run_dir / "checkpoints"
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("epoch-"))
+    """Complete checkpoint folders of a run, oldest first (:meth:`RunDir.checkpoint_dirs`)."""
+    return RunDir(run_dir).checkpoint_dirs()
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> None:

@@ -19,7 +19,6 @@ across processes before each optimiser step.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -40,16 +39,8 @@ from ..adversaries import ADVERSARIES
 from ..progress import Progress
 from ..metrics.accuracy import chance_level
 from .batching import batches, dataset_labels
-from .checkpoint import (
-    append_line,
-    checkpoint_dirs,
-    load_checkpoint,
-    prune_checkpoints,
-    save_checkpoint,
-    save_weights,
-    write_json,
-    write_text,
-)
+from ..rundir import RunDir, write_text
+from .checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint, save_weights
 from .distributed import Distributed, resolve_device
 
 # Settings that may change when a run is resumed; anything else would make the
@@ -59,7 +50,16 @@ RESUMABLE_CHANGES = {"train.epochs", "train.device", "train.threads", "train.kee
 
 @dataclass
 class Context:
-    """What callbacks see."""
+    """What callbacks see.
+
+    Attributes:
+        epoch: the epoch being trained (1-based); at ``on_fit_start``, the last
+            finished one (0 for a new run, the checkpoint's epoch on resume).
+        step: batches trained by this process in this session.
+        metrics: the last finished epoch's metrics (set before ``on_epoch_end``).
+        trainer: the :class:`Trainer` itself (its ``optimizers``, ``method``,
+            ``train_set``, ``device``...); None for a context built by hand.
+    """
 
     cfg: Config
     run_dir: Path
@@ -67,10 +67,33 @@ class Context:
     epoch: int = 0
     step: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
+    trainer: Trainer | None = None
+
+    @property
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The trainer's optimisers by part (``obfuscator``, ``heads``, ``adversaries``;
+        a part without parameters has none)."""
+        return self.trainer.optimizers if self.trainer is not None else {}
 
 
 class Callback:
-    """Hooks into the loop; override what you need."""
+    """Hooks into the loop; override what you need. The events, in order::
+
+        on_fit_start(ctx)                 after the run folder is made or restored
+          on_epoch_start(ctx)             for each epoch still to train
+            on_step_end(ctx, losses)      after each batch's optimiser steps
+          on_epoch_end(ctx)               after the epoch's metrics and checkpoint are written
+        on_fit_end(ctx, result)           after the weights and run.json are written
+
+    They run in every process of a ``torchrun`` job (``ctx.trainer.dist.main``
+    is True in the first). An object with only some of these methods works too.
+    """
+
+    def on_fit_start(self, ctx: Context) -> None:
+        pass
+
+    def on_epoch_start(self, ctx: Context) -> None:
+        pass
 
     def on_step_end(self, ctx: Context, losses: dict[str, float]) -> None:
         pass
@@ -78,15 +101,8 @@ class Callback:
     def on_epoch_end(self, ctx: Context) -> None:
         pass
 
-
-def _epoch_of(line: str) -> float:
-    """The epoch of a metrics.jsonl line; infinity for a line that a killed
-    process left half-written (or anything else that is not a metrics record)."""
-    try:
-        epoch = json.loads(line)["epoch"]
-    except (ValueError, KeyError, TypeError):
-        return math.inf
-    return epoch if isinstance(epoch, int) else math.inf
+    def on_fit_end(self, ctx: Context, result: dict[str, Any]) -> None:
+        pass
 
 
 def _adversary_params(adversaries: torch.nn.ModuleDict) -> list[Any]:
@@ -120,8 +136,9 @@ class Trainer:
       :class:`~privsplit.obfuscator.ClientPart` (``encode``, ``reduce``,
       ``z_shape``); the method ``cfg.method`` still supplies the losses.
 
-    A run trained on a user's own model is loaded back with that model
-    (:func:`~privsplit.train.checkpoint.load_weights` on its ``*.safetensors``).
+    A run trained on a user's own model is loaded back with that model, built
+    afresh the same way: ``load_run(run_dir, model=...)``, ``EvalOptions(model=...)``,
+    ``export_obfuscator(run_dir, model=...)``, ``TaskNetwork(run_dir, model=...)``.
 
     Example:
         >>> from privsplit.config import apply_overrides, Config
@@ -144,6 +161,7 @@ class Trainer:
         self.data = data
         self.user_model = model
         self.run_dir = Path(run_dir)
+        self.rd = RunDir(run_dir)
         self.resume = resume
         self.callbacks = list(callbacks or [])
         self.progress = progress
@@ -156,14 +174,21 @@ class Trainer:
         if self.dist.main:
             self._log(msg)
 
+    def _event(self, name: str, *args: Any) -> None:
+        """Call hook ``name`` of every callback that has it."""
+        for cb in self.callbacks:
+            hook = getattr(cb, name, None)
+            if hook is not None:
+                hook(*args)
+
     # Setup ---------------------------------------------------------------
 
     def _check_run_dir(self) -> None:
         """Fail before any work if the run folder cannot be used (every process checks)."""
         if self.resume:
-            if not (self.run_dir / "config.yaml").is_file():
+            if not self.rd.is_run():
                 raise CheckpointError(f"{self.run_dir} is not a privsplit run folder (no config.yaml); nothing to resume")
-            saved = load_config(self.run_dir / "config.yaml").to_dict()
+            saved = load_config(self.rd.config).to_dict()
             changed = [k for k in check_resume_overrides(saved, self.cfg.to_dict()) if k not in RESUMABLE_CHANGES]
             if changed:
                 raise ConfigError(
@@ -185,25 +210,23 @@ class Trainer:
             return self._restore()
         if self.dist.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
+            write_text(self.rd.config, self.cfg.to_yaml())
         self.dist.barrier()
         return 0
 
     def _restore(self) -> int:
         if self.dist.main:  # the settings that may change (epochs, device...) are this session's
-            write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
-        ckpts = checkpoint_dirs(self.run_dir)
+            write_text(self.rd.config, self.cfg.to_yaml())
+        ckpts = self.rd.checkpoint_dirs()
         if not ckpts:
             self.log(f"no complete checkpoint in {self.run_dir}; starting from epoch 1")
             return 0
         meta = load_checkpoint(ckpts[-1], self.model, self.optimizers)
         epoch = int(meta["epoch"])
         # Drop metric lines of an epoch that was interrupted after logging but before its checkpoint.
-        metrics = self.run_dir / "metrics.jsonl"
-        if self.dist.main and metrics.exists():
-            kept = [ln for ln in metrics.read_text(errors="replace").splitlines() if _epoch_of(ln) <= epoch]
-            write_text(metrics, "".join(ln + "\n" for ln in kept))
-            self.run_dir.joinpath("run.json").unlink(missing_ok=True)
+        if self.dist.main and self.rd.metrics.exists():
+            self.rd.keep_metrics_through(epoch)
+            self.rd.drop_record()
         self.log(f"resuming {self.run_dir} after epoch {epoch} ({ckpts[-1].name})")
         return epoch
 
@@ -249,7 +272,7 @@ class Trainer:
     def _fit(self) -> dict[str, Any]:
         start = self._prepare_run_dir()
         cfg = self.cfg
-        ctx = Context(cfg, self.run_dir, self.model)
+        ctx = Context(cfg, self.run_dir, self.model, epoch=start, trainer=self)
         z_shape = self.model.obfuscator.z_shape
         self.log(
             f"training {cfg.method} on {self.info.dataset} ({len(self.train_set)} train / {len(self.test_set)} "
@@ -259,14 +282,16 @@ class Trainer:
             f"device {self.device}, {self.dist.world} process(es)"
         )
         if self.info.skipped and self.dist.main:
-            listed = self.run_dir / "skipped_files.txt"
+            listed = self.rd.skipped_files
             write_text(listed, "".join(f"{line}\n" for line in self.info.skipped))
             self.log(f"left out {len(self.info.skipped)} unreadable image file(s) (data.skip_bad_files=true); "
                      f"the list is in {listed}")
         t0 = time.time()
         metrics: dict[str, Any] = {}
+        self._event("on_fit_start", ctx)
         for epoch in range(start, cfg.train.epochs):
             ctx.epoch = self._epoch = epoch + 1
+            self._event("on_epoch_start", ctx)
             e0 = time.time()
             train_metrics = self._train_epoch(ctx)
             metrics = {"epoch": epoch + 1, **train_metrics, **self.evaluate(), "epoch_s": round(time.time() - e0, 2)}
@@ -274,9 +299,9 @@ class Trainer:
             self._session_s += time.time() - e0
             ctx.metrics = metrics
             if self.dist.main:
-                append_line(self.run_dir / "metrics.jsonl", json.dumps(metrics))
+                self.rd.append_metrics(metrics)
                 save_checkpoint(
-                    self.run_dir / "checkpoints" / f"epoch-{epoch + 1:04d}",
+                    self.rd.checkpoint(epoch + 1),
                     self.model,
                     self.optimizers,
                     {"epoch": epoch + 1, "metrics": metrics, "config": cfg.to_dict()},
@@ -284,14 +309,14 @@ class Trainer:
                 prune_checkpoints(self.run_dir, cfg.train.keep_checkpoints)
             self.dist.barrier()
             self.log(self._summary(metrics))
-            for cb in self.callbacks:
-                cb.on_epoch_end(ctx)
+            self._event("on_epoch_end", ctx)
         if start >= cfg.train.epochs:
             self.log(f"{self.run_dir} already finished {cfg.train.epochs} epoch(s)")
             metrics = self._last_metrics()
         if self.dist.main:
             self._finish(metrics, time.time() - t0)
         self.dist.barrier()
+        self._event("on_fit_end", ctx, metrics)
         return metrics
 
     def _train_epoch(self, ctx: Context) -> dict[str, float]:
@@ -323,8 +348,7 @@ class Trainer:
                 totals[k] = totals.get(k, 0.0) + v
             ctx.step += 1
             bar.set_postfix(task_loss=f"{losses['train/task_loss']:.3f}")
-            for cb in self.callbacks:
-                cb.on_step_end(ctx, losses)
+            self._event("on_step_end", ctx, losses)
         bar.close()
         if self.dist.world > 1:
             # Batch-norm running statistics differ per process: average them.
@@ -414,7 +438,7 @@ class Trainer:
         if bool(torch.isfinite(loss)):
             return
         shown = ", ".join(f"{k.removeprefix('train/')} {v:.4g}" for k, v in losses.items())
-        ckpts = checkpoint_dirs(self.run_dir)
+        ckpts = self.rd.checkpoint_dirs()
         kept = f"the last good checkpoint is {ckpts[-1]}" if ckpts else "no epoch finished, so there is no checkpoint"
         raise TrainingDiverged(
             f"training diverged in epoch {self._epoch}: a loss is not finite ({shown}); {kept}. "
@@ -500,23 +524,18 @@ class Trainer:
         return " | ".join(parts)
 
     def _last_metrics(self) -> dict[str, Any]:
-        path = self.run_dir / "metrics.jsonl"
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
-        return json.loads(lines[-1]) if lines else {}
+        rows = self.rd.read_metrics()
+        return rows[-1] if rows else {}
 
     def _finish(self, metrics: dict[str, Any], wall_s: float) -> None:
         """Write the deployable parts and ``run.json`` (last, so its presence
         means the run finished)."""
-        rd = self.run_dir
-        digests = {  # checked by every load (privsplit.run)
-            "obfuscator.safetensors": save_weights(rd / "obfuscator.safetensors", self.model.obfuscator),
-            "heads.safetensors": save_weights(rd / "heads.safetensors", self.model.heads),
-        }
-        if len(self.model.adversaries):
-            digests["adversaries.safetensors"] = save_weights(rd / "adversaries.safetensors", self.model.adversaries)
+        rd = self.rd
+        parts = ["obfuscator", "heads", *(["adversaries"] if len(self.model.adversaries) else [])]
+        # checked by every load (privsplit.run)
+        digests = {rd.weights(p).name: save_weights(rd.weights(p), getattr(self.model, p)) for p in parts}
         chance = {t: chance_level(v) for t, v in dataset_labels(self.test_set).items()}
-        write_json(
-            rd / "run.json",
+        rd.write_record(
             {
                 "status": "finished",
                 "epochs": self.cfg.train.epochs,
@@ -527,6 +546,8 @@ class Trainer:
                 "n_train": len(self.train_set),
                 "n_test": len(self.test_set),
                 "weights_sha256": digests,
+                # a user's own model parts: every load needs them (privsplit.run.check_model_given)
+                **({"user_model": type(self.model.obfuscator).__name__} if self.user_model is not None else {}),
                 "wall_s_last_session": round(wall_s, 1),
                 "world_size": self.dist.world,
                 "device": str(self.device),
