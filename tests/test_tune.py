@@ -29,11 +29,17 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
 
 
-def _study(tmp: Path):  # noqa: ANN202
+def _study(tmp: Path, *queued: dict):  # noqa: ANN202
+    """The study in tmp/out (created, with the trials ``queued`` first in line, when there is none yet)."""
     from optuna.storages.journal import JournalFileBackend
 
+    (tmp / "out").mkdir(exist_ok=True)
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp / "out" / "study.journal")))
-    return optuna.load_study(study_name="privsplit", storage=storage)
+    study = optuna.create_study(study_name="privsplit", storage=storage, load_if_exists=True,
+                                directions=["maximize", "minimize", "minimize"])
+    for params in queued:
+        study.enqueue_trial(params)
+    return study
 
 
 @pytest.mark.slow
@@ -42,6 +48,7 @@ def test_tiny_study_writes_frontier_best_and_report(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("; feasible") == 3  # one progress line per trial
+    assert r.stdout.count(": task loss ") == 3 and "trial 2 epoch 1/1: task loss" in r.stdout  # one per epoch
     report = (tmp_path / "out" / "report.md").read_text()
     assert report.count("| yes |") == 3 and "*" in report and "not measured" in report
     assert (tmp_path / "out" / "frontier.png").stat().st_size > 0
@@ -96,7 +103,8 @@ def test_bad_input_one_line(tmp_path: Path, flags: list[str], says: str, capsys:
 def test_kill_9_then_rerun_keeps_finished_trial(tmp_path: Path) -> None:
     cmd = _cmd(tmp_path, "--trials", "2", "--set", "train.epochs=3")
     p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, text=True)
-    assert "trial 0" in p.stdout.readline()  # the first trial finished
+    while not (line := p.stdout.readline()).startswith("trial 0:"):  # the first trial finished
+        assert line, "the study ended before its first trial did"
     second = tmp_path / "out" / "trials" / "trial-0001" / "metrics.jsonl"
     deadline = time.time() + 300
     while not second.exists() and time.time() < deadline:  # the second trial is mid-training
@@ -115,6 +123,20 @@ def test_kill_9_then_rerun_keeps_finished_trial(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_ctrl_c_mid_trial_then_rerun_retries_it(tmp_path: Path) -> None:
+    cmd = _cmd(tmp_path, "--trials", "1", "--set", "train.epochs=2", "--set", "data.limit_train=200")
+    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while "epoch 1/2" not in (line := p.stdout.readline()):  # mid-trial
+        assert line, "the study ended before its first epoch did"
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=300) == 130 and "interrupted" in p.stderr.read()
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    first, retried = _study(tmp_path).get_trials()
+    assert first.state.name == "FAIL" and "interrupted (Ctrl-C)" in first.user_attrs["fail_reason"]
+    assert retried.state.name == "COMPLETE" and retried.params == first.params
+
+@pytest.mark.slow
 def test_two_processes_share_one_study(tmp_path: Path) -> None:
     cmd = _cmd(tmp_path, "--trials", "4")
     procs = [subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -127,3 +149,47 @@ def test_two_processes_share_one_study(tmp_path: Path) -> None:
     assert len({t.number for t in done}) == 4
     assert len(list((tmp_path / "out" / "trials").iterdir())) == 4  # no trial trained twice, none beyond 4
     assert all(o[0].count("trial ") >= 1 for o in outs)  # both processes worked
+
+
+@pytest.mark.slow
+def test_diverged_trial_fails_with_its_reason_and_the_study_goes_on(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    from privsplit.cli import main
+
+    (tmp_path / "space.yaml").write_text("reduction.0.sigma: [4, 1.0e+39]\n")  # noise of 1e39: the loss is nan
+    _study(tmp_path, {"reduction.0.sigma": 1e39}, {"reduction.0.sigma": 4})
+    argv = ["tune", "--space", str(tmp_path / "space.yaml"), "--out", str(tmp_path / "out"), "--trials", "2",
+            *TINY, "--set", "data.limit_train=200"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and "failed" not in err  # said once, in the trial's line
+    assert "trial 0: reduction.0.sigma=1e+39: failed: training diverged in epoch 1: a loss is not finite" in out
+    assert "trial 1: reduction.0.sigma=4: utility " in out
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "trial 0 failed: training diverged in epoch 1" in report and "| 1 | * |" in report
+    trials = _study(tmp_path).get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert "not finite" in trials[0].user_attrs["fail_reason"]
+    assert main(argv) == 0  # a rerun: the failed trial counts, it is not retried
+    assert len(_study(tmp_path).get_trials()) == 2 and "trial 0:" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_trial_far_below_the_best_is_pruned_after_an_epoch(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from privsplit.cli import main
+
+    (tmp_path / "space.yaml").write_text("train.lr_head: [0.001, 10]\n")
+    good, bad = {"train.lr_head": 0.001}, {"train.lr_head": 10}  # validation utility after epoch 1: 72% and 35%
+    _study(tmp_path, good, bad)
+    argv = ["tune", "--space", str(tmp_path / "space.yaml"), "--out", str(tmp_path / "out"), *TINY,
+            "--set", "data.limit_train=200", "--set", "train.batch_size=16", "--set", "train.epochs=2",
+            "--prune-margin", "0.2"]
+    assert main([*argv, "--trials", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "trial 0 epoch 2/2" in out and "trial 1 epoch 1/2" in out and "trial 1 epoch 2/2" not in out
+    assert "trial 1: train.lr_head=10: pruned: validation utility" in out and "at epoch 1 is more than 20 points" in out
+    assert "trial 1 pruned: validation utility" in (tmp_path / "out" / "report.md").read_text()
+    assert [t.state.name for t in _study(tmp_path, bad).get_trials()] == ["COMPLETE", "PRUNED", "WAITING"]
+    assert main([*argv, "--trials", "3", "--no-prune"]) == 0  # the same trial again, never pruned
+    assert "trial 2 epoch 2/2" in capsys.readouterr().out
+    assert _study(tmp_path).get_trials()[2].state.name == "COMPLETE"

@@ -54,7 +54,7 @@ class TuneOptions:
     val_fraction: float = 0.2
     attack_epochs: int = 3
     families: tuple[str, ...] = DEFAULT_FAMILIES
-    prune_margin: float = 0.25
+    prune_margin: float | None = 0.25  # utility points below the best at an epoch; None: never prune
     seed: int = 0
     device: str = "cpu"
     confirm: bool = False
@@ -219,6 +219,8 @@ def tune(options: TuneOptions, log: Any = print) -> dict[str, Any]:
     check_space(options.space, base)
     if not 0 < options.val_fraction < 1:
         raise ConfigError(f"--val-fraction must be between 0 and 1 (exclusive), got {options.val_fraction}")
+    if options.prune_margin is not None and not 0 <= options.prune_margin <= 1:
+        raise ConfigError(f"--prune-margin must be a share of accuracy from 0 to 1 (e.g. 0.25), got {options.prune_margin}")
     from .attacks import AttackOptions
     from .evaluate import EvalOptions, check_attacks
 
@@ -244,41 +246,38 @@ def tune(options: TuneOptions, log: Any = print) -> dict[str, Any]:
         return apply_overrides(base, [*(_override(k, v) for k, v in params.items()), f"data.val_fraction={val}",
                                       f"train.device={options.device}"])
 
-    class Pruner(Callback):
-        """Stop a trial whose validation utility at an epoch is far below the best finished trial's there."""
+    class Epochs(Callback):
+        """A line per finished epoch of a trial; a trial whose validation utility at an epoch is more than
+        ``prune_margin`` below the best finished trial's at that epoch is stopped (pruned)."""
 
         def __init__(self, trial: Any) -> None:
             self.trial = trial
 
         def on_epoch_end(self, ctx: Any) -> None:
-            acc = next((v for k, v in ctx.metrics.items() if k.startswith("test/") and k.endswith("/acc")
+            m = ctx.metrics
+            acc = next((v for k, v in m.items() if k.startswith("test/") and k.endswith("/acc")
                         and not k.startswith("test/adv/")), None)
+            log(f"trial {self.trial.number} epoch {ctx.epoch}/{ctx.cfg.train.epochs}: task loss "
+                f"{m.get('train/task_loss', math.nan):.4f}"
+                + (f", validation utility {100 * acc:.1f}%" if acc is not None else "") + f", {m['epoch_s']:.1f}s")
             if acc is None:
                 return
             self.trial.set_user_attr(f"utility_epoch_{ctx.epoch}", acc)
-            best = [t.user_attrs.get(f"utility_epoch_{ctx.epoch}") for t in
-                    study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
-            best = max((b for b in best if b is not None), default=None)
-            if ctx.epoch < ctx.cfg.train.epochs and best is not None and acc < best - options.prune_margin:
-                raise optuna.TrialPruned(f"validation utility {acc:.3f} at epoch {ctx.epoch} is over "
-                                         f"{options.prune_margin:g} below the best finished trial's {best:.3f}")
+            if options.prune_margin is None or ctx.epoch >= ctx.cfg.train.epochs:
+                return
+            best = max((b for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                        if (b := t.user_attrs.get(f"utility_epoch_{ctx.epoch}")) is not None), default=None)
+            if best is not None and acc < best - options.prune_margin:
+                raise optuna.TrialPruned(f"validation utility {100 * acc:.1f}% at epoch {ctx.epoch} is more than "
+                                         f"{100 * options.prune_margin:g} points below the best finished trial's "
+                                         f"{100 * best:.1f}% (--prune-margin)")
 
     def objective(trial: Any) -> list[float]:
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
-        ahead = [t for t in _counted(study) if t.number < trial.number]
-        if len(ahead) >= options.n_trials:  # another process took the last slot first
-            trial.set_user_attr("surplus", True)
-            raise optuna.TrialPruned("surplus: the study already has its trials")
         params = sample(trial, options.space)
         cfg = trial_config(params, options.val_fraction)
         run_dir = out / "trials" / f"trial-{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir))
-        try:
-            train(cfg, run_dir, progress=options.progress, callbacks=[Pruner(trial)], log=lambda _m: None)
-        except TrainingDiverged as e:
-            trial.set_user_attr("fail_reason", str(e))
-            raise
+        train(cfg, run_dir, progress=options.progress, callbacks=[Epochs(trial)], log=lambda _m: None)
         from .evaluate import evaluate_run
 
         results = evaluate_run(run_dir, EvalOptions(attacks=("attribute",), attack=attack, seed=options.seed,
@@ -286,21 +285,55 @@ def tune(options: TuneOptions, log: Any = print) -> dict[str, Any]:
                                                     progress=options.progress, log=lambda _m: None))
         return trial_figures(results, objectives)
 
-    def report_line(study_: Any, t: Any) -> None:
-        if t.user_attrs.get("surplus"):
-            return
+    def run_trial() -> Any:
+        """Ask Optuna for one trial, run it and tell the outcome: complete; pruned or failed (diverged) with its
+        reason in a user attr, the study going on; interrupted (Ctrl-C) re-queued for the next run."""
+        trial = study.ask()
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        if len([t for t in _counted(study) if t.number < trial.number]) >= options.n_trials:
+            trial.set_user_attr("surplus", True)  # another process took the last slot first
+            return study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        try:
+            values = objective(trial)
+        except optuna.TrialPruned as e:
+            trial.set_user_attr("prune_reason", str(e))
+            return study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        except TrainingDiverged as e:
+            trial.set_user_attr("fail_reason", str(e))
+            return study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C); retried")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(trial.params, skip_if_exists=False)
+            raise
+        except BaseException as e:  # a bug or a broken setup: recorded (not retried) and shown as the error it is
+            trial.set_user_attr("fail_reason", " ".join(f"{type(e).__name__}: {e}".split())[:300])
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        return study.tell(trial, values)
+
+    def report_line(t: Any) -> None:
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())
         if t.state == optuna.trial.TrialState.COMPLETE:
             figs = ", ".join(f"{o.name} {100 * v:.1f}%" for o, v in zip(objectives, t.values))
             ok = _feasible(t.values, objectives, targets)
             log(f"trial {t.number}: {shown}: {figs}" + (f"; {'feasible' if ok else 'infeasible'}" if targets else ""))
         else:
-            why = t.user_attrs.get("fail_reason") or t.system_attrs.get("fail_reason", "")
-            log(f"trial {t.number}: {shown}: {t.state.name.lower()} {why}".rstrip())
+            log(f"trial {t.number}: {shown}: {_outcome(t)}")
 
     while len(_counted(study)) < options.n_trials:
-        study.optimize(objective, n_trials=1, catch=(TrainingDiverged,), callbacks=[report_line])
+        t = run_trial()
+        if t.user_attrs.get("surplus"):
+            break
+        report_line(t)
     return write_report(study, objectives, targets, options, out, base, trial_config, log)
+
+
+def _outcome(t: Any) -> str:
+    """``failed: <why>`` or ``pruned: <why>``, in one line."""
+    why = t.user_attrs.get("prune_reason") or t.user_attrs.get("fail_reason") or "no reason recorded"
+    return f"{'pruned' if t.state.name == 'PRUNED' else 'failed'}: {why}"
 
 
 def _fmt(v: Any) -> str:
@@ -331,7 +364,7 @@ def write_report(study: Any, objectives: list[Objective], targets: list[tuple[st
     others = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED))
     for t in others:
         if not t.user_attrs.get("surplus"):
-            lines.append(f"\ntrial {t.number} {t.state.name.lower()}: {t.user_attrs.get('fail_reason', '')}")
+            lines.append(f"\ntrial {t.number} {_outcome(t)}")
     lines += ["", "Shipped configs: not measured at this budget (their measured points at other budgets are in "
               "benchmarks/RESULTS.md).", ""]
     if _plot(complete, pareto, objectives, out / "frontier.png"):

@@ -25,6 +25,12 @@ privacy@K the best attacker's accuracy on the private label at K repeated querie
 result for --target is the feasible trial with the best utility, written to OUT/best.yaml
 (privsplit train --config OUT/best.yaml); OUT/report.md holds the frontier table and plot.
 
+Each finished epoch of a trial prints a line, each finished trial one more (its settings
+and objectives, or why it failed or was pruned). A trial whose validation utility after
+an epoch is more than --prune-margin below the best finished trial's there is stopped and
+recorded as pruned (--no-prune: never); a trial whose loss diverges is recorded as failed
+with its reason; the study goes on.
+
 The study lives in --storage (default OUT/study.journal): rerun the same command to
 continue a stopped study. To scale out, run the same command in several processes or on
 several machines against one database, e.g. --storage postgresql://user@db/privsplit (or
@@ -41,7 +47,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
                           objectives=args.objectives, targets=args.target, n_trials=args.trials, out=args.out,
                           storage=args.storage, study_name=args.study_name, val_fraction=args.val_fraction,
                           attack_epochs=args.attack_epochs, families=families, device=args.device or "cpu",
-                          confirm=args.confirm, progress=False if args.no_progress else None, seed=args.seed)
+                          confirm=args.confirm, progress=False if args.no_progress else None, seed=args.seed,
+                          prune_margin=None if args.no_prune else args.prune_margin)
     result = tune(options)
     if result["best"] is None and args.target:
         import sys
@@ -80,10 +87,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attack-epochs", type=flag(int, ge=1), default=3, metavar="N", help="attacker epochs (default 3)")
     p.add_argument("--families", default="mlp,linear", metavar="LIST",
                    help="attacker families (default mlp,linear: quick; head,mlp,knn,linear,mlp_flat for all)")
+    p.add_argument("--prune-margin", type=flag(float, ge=0, le=1), default=0.25, metavar="F",
+                   help="stop a trial whose validation utility after an epoch is more than F below the best "
+                   "finished trial's after that epoch (default 0.25, i.e. 25 points)")
+    p.add_argument("--no-prune", action="store_true", help="run every trial to its last epoch")
     p.add_argument("--seed", type=flag(int, ge=0), default=0, help="attackers' seed (default 0)")
     p.add_argument("--confirm", action="store_true",
                    help="retrain the chosen config on the whole training split and evaluate it once on the test split")
     add_threads(p)
     add_device(p, "trials train and attack", default=None, default_text="cpu")
-    add_progress(p, "no progress bars")
+    add_progress(p, "no progress bar or progress lines within an epoch (the lines per epoch and per trial are "
+                 "still printed)")
     p.set_defaults(func=cmd_tune)
