@@ -85,6 +85,7 @@ def _label_in_noise(n, sigma=6.0, seed=0):
     return e, y, [{"op": "noise", "sigma": sigma, "normalize": "none"}]
 
 
+@pytest.mark.slow
 def test_repeated_queries_reveal_more_and_results_hold_every_key():
     e, y, chain = _label_in_noise(1600)
     cfg = apply_overrides(Config(), ["model.split=rn18_4"])  # z is a vector: the head is a linear layer

@@ -211,6 +211,7 @@ def test_bottleneck_shrinks_z_and_the_server_reads_it(tiny, tmp_path):
                    for m in plain.obfuscator.modules())
 
 
+@pytest.mark.slow
 def test_bottleneck_run_trains_evaluates_and_reports_fewer_bytes(tiny, tmp_path):
     from privsplit.evaluate import EvalOptions, evaluate_run
 

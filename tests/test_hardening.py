@@ -231,6 +231,7 @@ def cert(tmp_path_factory):
     return d / "cert.pem", d / "key.pem"
 
 
+@pytest.mark.slow
 def test_tls_server_and_verifying_clients(run_dir, cert, exported, tmp_path, capsys):
     crt, key = cert
     images = torch.rand(2, 3, 16, 16)
@@ -364,6 +365,7 @@ def exported(run_dir, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_export_records_digests_and_an_interrupted_export_keeps_the_old_files(run_dir, exported, tmp_path):
     from privsplit.export import export_obfuscator
     from privsplit.train.checkpoint import file_digest
@@ -514,6 +516,7 @@ def test_tampered_checkpoint_epoch_is_refused(run_dir, tmp_path, capsys):
 # --- 9. a failed write is one line naming the path and the last good checkpoint ------------------------------
 
 
+@pytest.mark.slow
 def test_disk_full_while_writing_is_one_line(run_dir, tmp_path, capsys):
     from privsplit.train.checkpoint import save_weights
 

@@ -18,6 +18,7 @@ def test_every_public_name_resolves():
         assert getattr(privsplit, name) is not None, name
 
 
+@pytest.mark.slow
 def test_readme_library_example_runs(tmp_path, monkeypatch):
     """The README's "Use it as a library" block, run as written."""
     text = README.read_text()

@@ -290,6 +290,7 @@ def test_parameterless_obfuscators_get_no_optimiser(tmp_path):
 
 
 @pytest.mark.parametrize("method", BASELINES)
+@pytest.mark.slow
 def test_tiny_run_through_the_cli(method, tmp_path, capsys):
     sets = [s for o in [*TINY, f"method={method}", *NEEDS[method], "train.threads=1"] for s in ("--set", o)]
     assert main(["train", "--out", str(tmp_path / "run"), "--no-progress", *sets]) == 0

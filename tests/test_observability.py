@@ -36,6 +36,7 @@ def run_dir(tmp_path_factory):
 # --- training curves ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_csv_logger_writes_every_epoch_and_continues_on_resume(tiny, tmp_path):
     from privsplit.loggers import CSVLogger
     from privsplit.train.engine import Trainer
@@ -57,6 +58,7 @@ def test_csv_logger_writes_every_epoch_and_continues_on_resume(tiny, tmp_path):
     assert [r["epoch"] for r in csv.DictReader(elsewhere.open())] == ["3"]
 
 
+@pytest.mark.slow
 def test_tensorboard_logger_writes_epoch_and_step_curves(tiny, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

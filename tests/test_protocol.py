@@ -201,6 +201,7 @@ def test_fuzz_arbitrary_header_bytes(raw, pad):
 
 @FUZZ
 @given(JSON, st.binary(max_size=200))
+@pytest.mark.slow
 def test_fuzz_random_json_headers(header, data):
     check_decode(_header(json.dumps(header), data))
 

@@ -309,6 +309,7 @@ def test_hostile_bodies_get_4xx_json(server):
     assert httpx.post(f"{server.url}/v1/infer", content=good_body()).status_code == 200
 
 
+@pytest.mark.slow
 def test_settings_are_checked(run_dir, capsys):
     for kwargs, words in [
         ({"max_body_bytes": 0}, "max_body_bytes (--max-body-bytes) must be an integer at least"),
