@@ -17,6 +17,7 @@ def test_help_teaches_every_command(capsys):
     assert "--resume" in commands["train"].format_help() and "examples:" in commands["train"].format_help()
 
 
+@pytest.mark.slow
 def test_train_writes_a_complete_run_folder(tmp_path, capsys):
     sets = [a for s in TINY for a in ("--set", s)]
     assert main(["train", "--out", str(tmp_path / "run"), "--no-progress", *sets]) == 0

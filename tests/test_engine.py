@@ -75,6 +75,7 @@ def test_obfuscator_is_pushed_against_the_adversary(tiny, tmp_path):
     assert any(g.abs().sum() > 0 for g in with_adv["adversaries"])
 
 
+@pytest.mark.slow
 def test_adversary_does_not_train_the_obfuscator_when_lam_is_zero(tiny, tmp_path):
     base = ["train.flip=false", "reduction=[]", "adversaries=[{name: dec, kind: decoder}]"]
     _, with_adv, _, _ = _grads_after_step(tiny(*base, "train.lam=0"), tmp_path, "a")

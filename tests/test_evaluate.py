@@ -70,6 +70,7 @@ def test_report_has_chance_verdicts_and_convergence_warnings(evaluated):
     assert "had not converged" in md
 
 
+@pytest.mark.slow
 def test_attack_command_runs_one_attack(run_dir, tmp_path, capsys):
     out = tmp_path / "a"
     assert main(["attack", str(run_dir), "--attack", "attribute", "--families", "mlp", "--attack-augment",
@@ -103,6 +104,7 @@ def test_bad_queries_are_one_line_errors(run_dir, tmp_path, capsys, bad):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_consistent_randomness_makes_repeats_useless(run_dir, tmp_path):
     out = tmp_path / "c"
     assert main(["attack", str(run_dir), "--attack", "attribute", "--families", "knn", "--queries", "1,4,inf",

@@ -96,6 +96,7 @@ def test_trainer_takes_a_users_own_datasets_and_model_parts(tmp_path):
     assert torch.equal(fresh.heads["task"][1].weight, model.heads["task"][1].weight.cpu())
 
 
+@pytest.mark.slow
 def test_server_runs_the_server_network_not_the_attackers(tiny, tmp_path, monkeypatch):
     """A method whose attacker differs from its server head still serves the head it trained."""
     from privsplit.methods.ours import Ours

@@ -30,6 +30,7 @@ def tiny_run(tmp_path_factory):
 # Item 2: the quick check is a lower bound, says so, and is saved -----------------------------------------------
 
 
+@pytest.mark.slow
 def test_quick_check_is_saved_in_run_json_as_a_lower_bound(tiny_run):
     record = json.loads((tiny_run / "run.json").read_text())
     q = record["quick_privacy"]
@@ -163,6 +164,7 @@ def test_delta_of_a_model_that_has_not_learned_is_flagged():
     assert not any("not learned" in v for v in report.verdict_lines(learned))
 
 
+@pytest.mark.slow
 def test_evaluate_records_task_learned(tiny_run, tmp_path):
     out = tmp_path / "e"
     assert main(["attack", str(tiny_run), "--attack", "attribute", "--families", "knn", "--queries", "1",
@@ -308,6 +310,7 @@ def test_file_backed_limits_check_only_the_subset(tmp_path, monkeypatch):
 # Item 6: flags ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_train_takes_device_and_threads(tiny_run):
     import yaml
 

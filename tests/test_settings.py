@@ -217,6 +217,7 @@ def test_resume_from_python_refuses_a_changed_experiment(tiny, tmp_path):
          "meta.json is corrupt"),
     ],
 )
+@pytest.mark.slow
 def test_corrupt_checkpoint_meta_is_one_line(tiny, tmp_path, meta, message):
     run = tmp_path / "run"
     Trainer(tiny("train.epochs=1"), run, progress=False).fit()
@@ -276,6 +277,7 @@ def test_bad_image_files_are_named_at_open(tmp_path):
         assert f"2017{name}.jpg.chip.jpg: {why}" in msg
 
 
+@pytest.mark.slow
 def test_bad_image_files_can_be_skipped_and_are_listed(tmp_path):
     utkface_folder(tmp_path)
     run = tmp_path / "run"
