@@ -85,6 +85,7 @@ def _label_in_noise(n, sigma=6.0, seed=0):
     return e, y, [{"op": "noise", "sigma": sigma, "normalize": "none"}]
 
 
+@pytest.mark.slow
 def test_repeated_queries_reveal_more_and_results_hold_every_key():
     e, y, chain = _label_in_noise(1600)
     cfg = apply_overrides(Config(), ["model.split=rn18_4"])  # z is a vector: the head is a linear layer
@@ -144,6 +145,7 @@ def test_knn_learns_a_label_written_in_z():
     assert noise["best_acc"] < 0.5
 
 
+@pytest.mark.slow
 def test_attacker_on_pure_random_z_stays_at_chance():
     g = torch.Generator().manual_seed(0)
     cfg = apply_overrides(Config(), ["model.split=rn18_4"])  # z is a 512-vector: fast attackers
@@ -159,6 +161,7 @@ def test_attacker_on_pure_random_z_stays_at_chance():
     assert r["chance_given"]["utility"] > r["chance"]
 
 
+@pytest.mark.slow
 def test_attacker_learns_a_label_written_in_z():
     g = torch.Generator().manual_seed(1)
     y = torch.randint(0, 4, (600,), generator=g)
@@ -219,6 +222,7 @@ def _smooth_images(n, seed):
 
 
 @pytest.mark.parametrize("scale", [1.0, 300.0])
+@pytest.mark.slow
 def test_reconstruction_decoder_rebuilds_images_written_in_z_at_any_scale(scale, tmp_path):
     x = _smooth_images(500, 0)
     z = x.float() / 255 * scale  # the image itself, at a scale far from the decoder's own
@@ -233,6 +237,7 @@ def test_reconstruction_decoder_rebuilds_images_written_in_z_at_any_scale(scale,
     assert (tmp_path / "reconstruction.png").is_file()
 
 
+@pytest.mark.slow
 def test_reconstruction_from_noise_is_no_better_than_the_mean_image():
     x = _smooth_images(500, 1)
     z = torch.randn(500, 3, 16, 16, generator=torch.Generator().manual_seed(2))

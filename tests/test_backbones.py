@@ -26,6 +26,7 @@ def test_unet_is_image_sized_and_head_is_whole_resnet18():
 
 
 @pytest.mark.parametrize("backbone", BACKBONES.names())
+@pytest.mark.slow
 def test_every_split_point_composes_to_the_whole_network(backbone):
     size = 64 if backbone == "alexnet" else 32
     x = torch.rand(2, 3, size, size)

@@ -147,6 +147,7 @@ def test_method_that_cannot_serve_the_dataset_says_why(tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_configs_for_every_dataset_and_budget():
     """Each entry has a config for each dataset; the budget is the same for all."""
     from privsplit.benchmark import BUDGETS, ENTRIES, check_serves, entry_config

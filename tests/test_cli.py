@@ -17,6 +17,7 @@ def test_help_teaches_every_command(capsys):
     assert "--resume" in commands["train"].format_help() and "examples:" in commands["train"].format_help()
 
 
+@pytest.mark.slow
 def test_train_writes_a_complete_run_folder(tmp_path, capsys):
     sets = [a for s in TINY for a in ("--set", s)]
     assert main(["train", "--out", str(tmp_path / "run"), "--no-progress", *sets]) == 0
@@ -47,6 +48,7 @@ def test_train_writes_a_complete_run_folder(tmp_path, capsys):
         (["info", "--set", "method=magic"], None),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_gives_one_clear_line(tmp_path, args, message):
     out = run_cli(*args, cwd=tmp_path)
     if message is None:
@@ -58,6 +60,7 @@ def test_bad_input_gives_one_clear_line(tmp_path, args, message):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+@pytest.mark.slow
 def test_resume_refuses_to_change_the_experiment(tmp_path):
     sets = [a for s in TINY for a in ("--set", s)]
     assert main(["train", "--out", str(tmp_path / "run"), "--no-progress", *sets]) == 0
@@ -73,6 +76,7 @@ def test_info_reports_z_shape_without_training(capsys):
     assert "encoder output (64, 45, 45)" in out and "rn18_1" in out
 
 
+@pytest.mark.slow
 def test_finished_run_loads_without_data(tmp_path):
     import torch
 

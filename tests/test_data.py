@@ -142,6 +142,7 @@ def test_utkface_names_and_malformed_files(tmp_path):
     assert len(train) == 7 and len(test) == 3
 
 
+@pytest.mark.slow
 def test_real_cifar10_folder(cifar_root):
     train, test, _ = load_dataset(DataConfig(name="cifar10", root=str(cifar_root), limit_test=1000))
     assert len(train) == 50000 and len(test) == 1000

@@ -19,6 +19,7 @@ def _fixed_batch(trainer, n=32):
     return ds.images[idx].float() / 255, {k: v[idx] for k, v in ds.labels.items()}
 
 
+@pytest.mark.slow
 def test_training_steps_lower_the_task_loss(tiny, tmp_path):
     trainer = Trainer(tiny("train.flip=false", "reduction=[{op: noise, sigma: 0.5}]"), tmp_path / "run")
     trainer._setup()
@@ -49,6 +50,7 @@ def _grads_after_step(cfg, tmp_path, name):
     return trainer, captured, state, (x, y)
 
 
+@pytest.mark.slow
 def test_obfuscator_is_pushed_against_the_adversary(tiny, tmp_path):
     """The adversary term's gradient on the obfuscator is -lam times the
     gradient of the adversary's own loss: opposite directions."""
@@ -73,6 +75,7 @@ def test_obfuscator_is_pushed_against_the_adversary(tiny, tmp_path):
     assert any(g.abs().sum() > 0 for g in with_adv["adversaries"])
 
 
+@pytest.mark.slow
 def test_adversary_does_not_train_the_obfuscator_when_lam_is_zero(tiny, tmp_path):
     base = ["train.flip=false", "reduction=[]", "adversaries=[{name: dec, kind: decoder}]"]
     _, with_adv, _, _ = _grads_after_step(tiny(*base, "train.lam=0"), tmp_path, "a")
@@ -81,6 +84,7 @@ def test_adversary_does_not_train_the_obfuscator_when_lam_is_zero(tiny, tmp_path
         assert torch.allclose(a, b)
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip(tiny, tmp_path):
     trainer = Trainer(tiny("adversaries=[{name: adv}]"), tmp_path / "run")
     trainer._setup()
@@ -133,6 +137,7 @@ def test_run_folder_is_not_overwritten(tiny, tmp_path):
         Trainer(tiny(), tmp_path / "elsewhere", resume=True).fit()
 
 
+@pytest.mark.slow
 def test_resumed_run_matches_uninterrupted_run(tiny, tmp_path):
     straight = tmp_path / "straight"
     Trainer(tiny("train.epochs=2"), straight, progress=False).fit()
@@ -196,6 +201,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_adversary_on_the_noise_free_features_pushes_the_encoder(tiny, tmp_path):
     """``queries: inf`` makes the adversary read the noise-free features: its term's
     gradient on the obfuscator is that of the entropy objective on reduce_silenced(encode(x))."""

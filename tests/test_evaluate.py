@@ -26,6 +26,7 @@ def evaluated(run_dir, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_evaluate_writes_results_report_and_plots(evaluated, run_dir):
     r = json.loads((evaluated / "results.json").read_text())  # strict JSON: no Infinity
     for name in ("report.md", "reconstruction.png", "training_curves.png"):
@@ -58,6 +59,7 @@ def test_evaluate_writes_results_report_and_plots(evaluated, run_dir):
     assert 0 <= r["utility"] <= 1
 
 
+@pytest.mark.slow
 def test_report_has_chance_verdicts_and_convergence_warnings(evaluated):
     md = (evaluated / "report.md").read_text()
     assert "vs chance" in md and ("-> leaks" in md or "-> at chance" in md)
@@ -68,6 +70,7 @@ def test_report_has_chance_verdicts_and_convergence_warnings(evaluated):
     assert "had not converged" in md
 
 
+@pytest.mark.slow
 def test_attack_command_runs_one_attack(run_dir, tmp_path, capsys):
     out = tmp_path / "a"
     assert main(["attack", str(run_dir), "--attack", "attribute", "--families", "mlp", "--attack-augment",
@@ -78,6 +81,7 @@ def test_attack_command_runs_one_attack(run_dir, tmp_path, capsys):
     assert "attribute attack (private)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_several_runs_give_one_comparison(run_dir, tmp_path, capsys):
     runs = tmp_path / "runs"
     for name in ("a", "b"):
@@ -100,6 +104,7 @@ def test_bad_queries_are_one_line_errors(run_dir, tmp_path, capsys, bad):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_consistent_randomness_makes_repeats_useless(run_dir, tmp_path):
     out = tmp_path / "c"
     assert main(["attack", str(run_dir), "--attack", "attribute", "--families", "knn", "--queries", "1,4,inf",
@@ -109,6 +114,7 @@ def test_consistent_randomness_makes_repeats_useless(run_dir, tmp_path):
     assert len(set(r["privacy_by_queries"].values())) == 1 and list(r["privacy_by_queries"]) == ["1", "4", "inf"]
 
 
+@pytest.mark.slow
 def test_lpips_with_a_weights_file(run_dir, tmp_path):
     from safetensors.torch import save_file
     from torchmetrics.functional.image.lpips import _LPIPS

@@ -52,6 +52,7 @@ def images():
     return torch.rand(5, *IMAGE, generator=torch.Generator().manual_seed(1))
 
 
+@pytest.mark.slow
 def test_every_op_exports_itself_and_onnx_matches_pytorch_on_the_same_draws(images, tmp_path):
     # Walks the op registry: each op alone, then all of them in one chain.
     chains = [[{"op": name, **spec}] for name, spec in EXAMPLES.items()]
@@ -91,6 +92,7 @@ def test_noise_from_draws_has_the_right_distribution():
 
 
 @pytest.mark.parametrize("fraction", [1.0, 0.5])
+@pytest.mark.slow
 def test_shuffle_keeps_the_multiset_of_positions(fraction, images, tmp_path):
     obf = obfuscator([{"op": "shuffle", "fraction": fraction}])
     clean = obfuscator([])
@@ -136,6 +138,7 @@ class Mystery(ReductionOp):
         return z
 
 
+@pytest.mark.slow
 def test_op_that_cannot_export_is_named(tmp_path):
     enc, _ = split_backbone("resnet18", "rn18_1", 2)
     obf = Obfuscator(enc, Reduction(Mystery()), IMAGE, allow_no_noise=True)
@@ -153,6 +156,7 @@ def trained(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_cli_exports_both_formats_with_one_manifest(trained, capsys, images):
     assert main(["export", str(trained), "--format", "onnx"]) == 0
     assert main(["export", str(trained), "--format", "torchscript"]) == 0

@@ -141,6 +141,7 @@ def _encoder_grads(cfg, tmp_path, name, steps=1):
 
 
 @pytest.mark.parametrize("lever", ["method_args.dependence=1", "method_args.centre=1"])
+@pytest.mark.slow
 def test_a_feature_lever_changes_the_encoder_gradient_only_when_enabled(tiny, tmp_path, lever):
     base = ["train.flip=false", "train.lam=0"]
     off, off_losses = _encoder_grads(tiny(*base), tmp_path, "off")
@@ -152,6 +153,7 @@ def test_a_feature_lever_changes_the_encoder_gradient_only_when_enabled(tiny, tm
     assert any(not torch.allclose(a, b) for a, b in zip(off, on))
 
 
+@pytest.mark.slow
 def test_an_adversary_family_and_steps_change_the_encoder_gradient(tiny, tmp_path):
     adv = "adversaries=[{name: a, family: linear, queries: inf, objective: entropy}]"
     base = ["train.flip=false", "train.lam=0.5"]
@@ -163,6 +165,7 @@ def test_an_adversary_family_and_steps_change_the_encoder_gradient(tiny, tmp_pat
     assert isinstance(trainer.model.adversaries["a"], FlatProbe)
 
 
+@pytest.mark.slow
 def test_adversary_steps_train_the_proxy_more_per_batch(tiny, tmp_path):
     adv = "adversaries=[{name: a, family: linear}]"
     moved = []
@@ -194,6 +197,7 @@ def test_reset_every_reinitialises_the_adversary_on_schedule(tiny, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(again, adv.parameters()))
 
 
+@pytest.mark.slow
 def test_bottleneck_shrinks_z_and_the_server_reads_it(tiny, tmp_path):
     from privsplit.data.base import load_dataset
 
@@ -211,6 +215,7 @@ def test_bottleneck_shrinks_z_and_the_server_reads_it(tiny, tmp_path):
                    for m in plain.obfuscator.modules())
 
 
+@pytest.mark.slow
 def test_bottleneck_run_trains_evaluates_and_reports_fewer_bytes(tiny, tmp_path):
     from privsplit.evaluate import EvalOptions, evaluate_run
 
@@ -269,6 +274,7 @@ def _private_probe_accuracy(weight, tmp_path):
     return metrics["test/task/acc"], r["best_acc"]
 
 
+@pytest.mark.slow
 def test_dependence_lever_removes_a_planted_private_feature(tmp_path):
     task_off, private_off = _private_probe_accuracy(0, tmp_path)
     task_on, private_on = _private_probe_accuracy(3, tmp_path)

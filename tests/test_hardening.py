@@ -155,6 +155,7 @@ def test_hostile_reconnecting_sockets_cannot_lock_out_a_valid_client(run_dir):
     assert reopened >= len(statuses) // 2  # each fresh valid connection pushed a hostile one out
 
 
+@pytest.mark.slow
 def test_cap_counts_proven_connections_and_evicts_unproven_ones(run_dir):
     """--max-connections 3: three silent sockets do not keep a fourth client out (the
     oldest silent one is told 503 and closed); three proven kept-alive connections do."""
@@ -231,6 +232,7 @@ def cert(tmp_path_factory):
     return d / "cert.pem", d / "key.pem"
 
 
+@pytest.mark.slow
 def test_tls_server_and_verifying_clients(run_dir, cert, exported, tmp_path, capsys):
     crt, key = cert
     images = torch.rand(2, 3, 16, 16)
@@ -269,6 +271,7 @@ def test_token_never_sent_in_clear_to_another_host():
     Http("http://10.1.2.3:8000")  # no token, nothing to leak
 
 
+@pytest.mark.slow
 def test_cli_serve_tls_flags(run_dir, cert, tmp_path, capsys):
     crt, key = cert
     assert main(["serve", str(run_dir), "--tls-cert", str(crt)]) == 2
@@ -280,6 +283,7 @@ def test_cli_serve_tls_flags(run_dir, cert, tmp_path, capsys):
 # --- 4. run.json is checked against the heads ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_edited_z_shape_is_refused_at_start(run_dir, tmp_path, capsys):
     bad = tmp_path / "run"
     shutil.copytree(run_dir, bad)
@@ -295,6 +299,7 @@ def test_edited_z_shape_is_refused_at_start(run_dir, tmp_path, capsys):
 # --- 5. refusals are summed up, not logged one by one -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_refused_connections_are_aggregated_in_the_log(run_dir, monkeypatch):
     monkeypatch.setattr(server_module, "LOG_WINDOW", 1.0)
     log = logging.getLogger("uvicorn.error")  # configured by uvicorn at start: listen after that
@@ -364,6 +369,7 @@ def exported(run_dir, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_export_records_digests_and_an_interrupted_export_keeps_the_old_files(run_dir, exported, tmp_path):
     from privsplit.export import export_obfuscator
     from privsplit.train.checkpoint import file_digest
@@ -382,6 +388,7 @@ def test_export_records_digests_and_an_interrupted_export_keeps_the_old_files(ru
     assert after == before  # the model and the manifest that vouches for it are untouched
 
 
+@pytest.mark.slow
 def test_edge_client_verifies_the_onnx_file(run_dir, exported, tmp_path):
     from privsplit_edge.client import EdgeClient
     from privsplit_edge.errors import EdgeError
@@ -401,6 +408,7 @@ def run_edge(*args):
     return subprocess.run([sys.executable, "-m", "privsplit_edge", *args], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_edge_cli_on_broken_exports_is_one_line(exported, tmp_path):
     img = tmp_path / "a.png"
     from PIL import Image
@@ -429,6 +437,7 @@ def test_edge_cli_on_broken_exports_is_one_line(exported, tmp_path):
         assert words in one_line(r.stderr), (name, r.stderr)
 
 
+@pytest.mark.slow
 def test_out_and_folder_mistakes_are_one_line_before_any_work(run_dir, exported, tmp_path, capsys):
     img = tmp_path / "a.png"
     from PIL import Image
@@ -456,6 +465,7 @@ def test_out_and_folder_mistakes_are_one_line_before_any_work(run_dir, exported,
 # --- 7. run folders and checkpoints: digests recorded and verified --------------------------------------------
 
 
+@pytest.mark.slow
 def test_run_weights_are_verified_on_load(run_dir, tmp_path, capsys):
     from privsplit.run import load_run
     from privsplit.train.checkpoint import file_digest, load_checkpoint
@@ -514,6 +524,7 @@ def test_tampered_checkpoint_epoch_is_refused(run_dir, tmp_path, capsys):
 # --- 9. a failed write is one line naming the path and the last good checkpoint ------------------------------
 
 
+@pytest.mark.slow
 def test_disk_full_while_writing_is_one_line(run_dir, tmp_path, capsys):
     from privsplit.train.checkpoint import save_weights
 
@@ -539,6 +550,7 @@ def test_disk_full_while_writing_is_one_line(run_dir, tmp_path, capsys):
 # --- 10. one writer per run folder -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_run_folder_lock(run_dir, tmp_path, capsys):
     from privsplit.errors import ConfigError
     from privsplit.lock import LOCK_NAME, FolderLock

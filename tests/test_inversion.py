@@ -77,6 +77,7 @@ def test_the_prior_keeps_its_bias_small_on_smooth_images():
     assert psnr(x, recon) > 30  # the default TV weight (0.03) against an exact fit
 
 
+@pytest.mark.slow
 def test_averaging_more_queries_gives_a_better_inversion():
     x = smooth_images(32, 2)
     c = client(nn.Identity(), [{"op": "noise", "sigma": 0.5, "normalize": "none"}])
@@ -92,6 +93,7 @@ def test_averaging_more_queries_gives_a_better_inversion():
     assert scores[math.inf] > 30, scores
 
 
+@pytest.mark.slow
 def test_the_model_space_attack_recovers_less_than_the_white_box_one():
     x = smooth_images(16, 3)
     c = client(orthogonal_patches(3))
@@ -119,6 +121,7 @@ def _data(c: nn.Module, n_train: int = 32, n_test: int = 12) -> EvalData:
     return EvalData(Config(), info, c, e_tr, e_te, y, yt, to8(x_tr), to8(x_te))
 
 
+@pytest.mark.slow
 def test_attacks_report_every_query_metric_and_grid_and_the_worst_case(tmp_path):
     c = client(orthogonal_patches(4), [{"op": "noise", "sigma": 0.1, "normalize": "none"}])
     data = _data(c)

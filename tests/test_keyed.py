@@ -43,6 +43,7 @@ def test_keyed_uniforms_are_a_function_of_key_and_image(key, tmp_path):
     assert not np.array_equal(fresh_uniforms(2, 50), fresh_uniforms(2, 50))
 
 
+@pytest.mark.slow
 def test_pytorch_onnx_and_edge_clients_agree_and_repeat_bit_identically(trained, key, tmp_path):  # noqa: F811
     assert main(["export", str(trained), "--format", "onnx"]) == 0
     x, other_image = images(1), images(2)
@@ -68,6 +69,7 @@ def test_pytorch_onnx_and_edge_clients_agree_and_repeat_bit_identically(trained,
         assert secret.encode() not in f.read_bytes() and bytes.fromhex(secret) not in f.read_bytes()
 
 
+@pytest.mark.slow
 def test_bad_device_keys_are_clear_errors(trained, tmp_path):  # noqa: F811
     missing = tmp_path / "nope.key"
     with pytest.raises(ServeError, match=f"device key {missing} does not exist"):
@@ -96,6 +98,7 @@ def test_keygen_cli(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_infer_with_a_missing_key_is_one_line(trained, tmp_path, capsys):  # noqa: F811
     code = main(["infer", str(trained), "img.png", "--server", NOWHERE, "--device-key", str(tmp_path / "missing")])
     err = capsys.readouterr().err

@@ -18,6 +18,7 @@ def test_every_public_name_resolves():
         assert getattr(privsplit, name) is not None, name
 
 
+@pytest.mark.slow
 def test_readme_library_example_runs(tmp_path, monkeypatch):
     """The README's "Use it as a library" block, run as written."""
     text = README.read_text()
@@ -94,6 +95,7 @@ def test_trainer_takes_a_users_own_datasets_and_model_parts(tmp_path):
     assert torch.equal(fresh.obfuscator.net[0].weight, model.obfuscator.net[0].weight.cpu())
 
 
+@pytest.mark.slow
 def test_server_runs_the_server_network_not_the_attackers(tiny, tmp_path, monkeypatch):
     """A method whose attacker differs from its server head still serves the head it trained."""
     from privsplit.methods.ours import Ours

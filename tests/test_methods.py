@@ -146,6 +146,7 @@ def test_image_noise_is_clamped_fresh_noise_without_parameters():
 # no_noise ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_no_noise_is_the_bare_split_network():
     _, model = build("no_noise", "model.split=rn18_3")
     assert len(model.obfuscator.reduction) == 0 and model.obfuscator.z_shape == (256, 1, 1)
@@ -211,6 +212,7 @@ def test_top_k_mask_keeps_exactly_k_and_passes_gradients():
     assert scores.grad is not None and scores.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_disco_keeps_k_channels_per_sample_and_trains_the_pruner():
     method, model = build("disco", "model.split=rn18_2", "method_args.ratio=0.75")
     client = model.obfuscator
@@ -290,6 +292,7 @@ def test_parameterless_obfuscators_get_no_optimiser(tmp_path):
 
 
 @pytest.mark.parametrize("method", BASELINES)
+@pytest.mark.slow
 def test_tiny_run_through_the_cli(method, tmp_path, capsys):
     sets = [s for o in [*TINY, f"method={method}", *NEEDS[method], "train.threads=1"] for s in ("--set", o)]
     assert main(["train", "--out", str(tmp_path / "run"), "--no-progress", *sets]) == 0

@@ -106,6 +106,7 @@ def test_metrics_agree_with_torchmetrics_on_a_noisy_pair():
     assert 0 < m["ssim"] < 1
 
 
+@pytest.mark.slow
 def test_ssim_in_chunks_equals_the_whole_batch_and_stays_small(monkeypatch):
     import resource
 
@@ -168,6 +169,7 @@ def lpips_files(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_lpips_from_a_weights_file(lpips_files, monkeypatch):
     lp = load_lpips(lpips_files / "lpips_alex.safetensors")
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))  # LPIPS(alex) needs >= 32 px

@@ -30,6 +30,7 @@ def tiny_run(tmp_path_factory):
 # Item 2: the quick check is a lower bound, says so, and is saved -----------------------------------------------
 
 
+@pytest.mark.slow
 def test_quick_check_is_saved_in_run_json_as_a_lower_bound(tiny_run):
     record = json.loads((tiny_run / "run.json").read_text())
     q = record["quick_privacy"]
@@ -41,6 +42,7 @@ def test_quick_check_is_saved_in_run_json_as_a_lower_bound(tiny_run):
     assert 0 < q["chance"] < 1 and q["wall_s"] >= 0
 
 
+@pytest.mark.slow
 def test_quick_check_never_exceeds_evaluate_on_the_same_images(tiny_run, tmp_path, capsys):
     """Each quick attacker is one of evaluate's (same seed whichever families run), so the
     full evaluation's best attacker is at least as good at every k."""
@@ -162,6 +164,7 @@ def test_delta_of_a_model_that_has_not_learned_is_flagged():
     assert not any("not learned" in v for v in report.verdict_lines(learned))
 
 
+@pytest.mark.slow
 def test_evaluate_records_task_learned(tiny_run, tmp_path):
     out = tmp_path / "e"
     assert main(["attack", str(tiny_run), "--attack", "attribute", "--families", "knn", "--queries", "1",
@@ -198,6 +201,7 @@ def test_progress_prints_lines_with_rate_and_eta_when_not_a_terminal(monkeypatch
     assert quiet.getvalue() == ""
 
 
+@pytest.mark.slow
 def test_training_and_evaluation_print_progress_lines_without_a_terminal(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PRIVSPLIT_PROGRESS_SECONDS", "0")
     threads = torch.get_num_threads()
@@ -306,6 +310,7 @@ def test_file_backed_limits_check_only_the_subset(tmp_path, monkeypatch):
 # Item 6: flags ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_train_takes_device_and_threads(tiny_run):
     import yaml
 
@@ -335,6 +340,7 @@ def test_bad_device_is_one_line(capsys):
     assert "must be auto, cpu or cuda[:N]" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_keep_checkpoints_as_the_help_says(tiny_run, tmp_path):
     from privsplit.train.checkpoint import checkpoint_dirs
 
@@ -347,6 +353,7 @@ def test_keep_checkpoints_as_the_help_says(tiny_run, tmp_path):
 # Item 8: --json --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_train_json_is_the_only_thing_on_stdout(tmp_path, capsys):
     threads = torch.get_num_threads()
     try:
@@ -360,6 +367,7 @@ def test_train_json_is_the_only_thing_on_stdout(tmp_path, capsys):
     assert "finished: ours on digits" in captured.err and "privacy (quick check, a lower bound)" in captured.err
 
 
+@pytest.mark.slow
 def test_evaluate_and_attack_json(tiny_run, tmp_path, capsys):
     args = ["--families", "knn", "--queries", "1,inf", "--latency-repeats", "0", "--no-progress", "--json"]
     assert main(["evaluate", str(tiny_run), "--out", str(tmp_path / "e"), "--attacks", "attribute", *args]) == 0

@@ -36,6 +36,7 @@ def run_dir(tmp_path_factory):
 # --- training curves ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_csv_logger_writes_every_epoch_and_continues_on_resume(tiny, tmp_path):
     from privsplit.loggers import CSVLogger
     from privsplit.train.engine import Trainer
@@ -57,6 +58,7 @@ def test_csv_logger_writes_every_epoch_and_continues_on_resume(tiny, tmp_path):
     assert [r["epoch"] for r in csv.DictReader(elsewhere.open())] == ["3"]
 
 
+@pytest.mark.slow
 def test_tensorboard_logger_writes_epoch_and_step_curves(tiny, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -100,6 +102,7 @@ def scrape(url: str, token: str | None = TOKEN) -> dict[tuple[str, tuple], float
             for fam in text_string_to_metric_families(r.text) for s in fam.samples}
 
 
+@pytest.mark.slow
 def test_metrics_count_requests_refusals_latency_and_batches(run_dir):
     net_shape = json.loads((run_dir / "run.json").read_text())["z_shape"]
     auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -132,6 +135,7 @@ def test_metrics_count_requests_refusals_latency_and_batches(run_dir):
     assert len(after) < 200  # bounded, whatever the clients sent
 
 
+@pytest.mark.slow
 def test_metrics_without_token_and_switched_off(run_dir):
     with BackgroundServer(create_app(run_dir)) as srv:  # loopback without a token: open like every endpoint
         assert httpx.get(f"{srv.url}/v1/health").status_code == 200
@@ -145,6 +149,7 @@ def test_metrics_without_token_and_switched_off(run_dir):
     assert app.state.metrics.statuses == {404: 1, 200: 1}  # counted all the same, for the shutdown line
 
 
+@pytest.mark.slow
 def test_metrics_need_prometheus_client(run_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
     with pytest.raises(PrivsplitError) as e:
@@ -223,6 +228,7 @@ def test_access_log_only_with_the_flag_and_a_line_at_shutdown(run_dir, flags):
     assert "Traceback" not in out
 
 
+@pytest.mark.slow
 def test_train_flags_write_the_csv_and_tensorboard_curves(tmp_path):
     """privsplit train --log-csv / --tensorboard: the loggers through the command line."""
     from conftest import TINY

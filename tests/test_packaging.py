@@ -55,6 +55,7 @@ def test_help_does_not_import_torch(command):
     assert loaded == [], f"privsplit {command} --help imported {loaded[:5]}"
 
 
+@pytest.mark.slow
 def test_import_privsplit_is_lazy_and_keeps_its_public_names():
     out = run_python(
         "import sys, privsplit\n"

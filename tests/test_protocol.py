@@ -201,12 +201,14 @@ def test_fuzz_arbitrary_header_bytes(raw, pad):
 
 @FUZZ
 @given(JSON, st.binary(max_size=200))
+@pytest.mark.slow
 def test_fuzz_random_json_headers(header, data):
     check_decode(_header(json.dumps(header), data))
 
 
 @FUZZ
 @given(mutated_messages())
+@pytest.mark.slow
 def test_fuzz_mutated_messages(body):
     check_decode(body)
 
@@ -215,6 +217,7 @@ def test_fuzz_mutated_messages(body):
 @given(st.sampled_from(["float32", "float16"]).flatmap(
     lambda dt: arrays(dt, array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=5),
                       elements={"allow_nan": False, "allow_infinity": False})))
+@pytest.mark.slow
 def test_fuzz_round_trip(z):
     out = decode_z(encode_z(z, str(z.dtype)), z.shape[1:], max_batch=z.shape[0])
     assert out.dtype == z.dtype and out.shape == z.shape

@@ -128,6 +128,7 @@ def bad_requests(url):
     yield "GET on infer", 405, httpx.get(f"{url}/v1/infer")
 
 
+@pytest.mark.slow
 def test_bad_input_gets_4xx_and_the_server_keeps_serving(server):
     for name, status, r in bad_requests(server.url):
         assert r.status_code == status, (name, r.status_code, r.text)
@@ -154,6 +155,7 @@ def test_client_refuses_another_model_before_sending(run_dir, server, images, tm
     assert app.state.infer_requests == before, "nothing may be sent to a server that runs another model"
 
 
+@pytest.mark.slow
 def test_token_required(run_dir, images, tmp_path):
     token = "s3cret-token-0123456789abcdef"
     with BackgroundServer(create_app(run_dir, token=token)) as srv:
@@ -269,6 +271,7 @@ def test_cli_server_with_torch_free_edge_client_and_cli_client(run_dir, tmp_path
 
 @pytest.mark.parametrize("method,extra", [("maxent", ["model.split=none", "reduction=[]"]),
                                           ("resnet18", ["model.split=none", "reduction=[]"])])
+@pytest.mark.slow
 def test_server_rebuilds_each_methods_own_head(tmp_path, method, extra):
     """Baselines whose server network is not the backbone's rest still load."""
     import numpy as np
@@ -309,6 +312,7 @@ def test_hostile_bodies_get_4xx_json(server):
     assert httpx.post(f"{server.url}/v1/infer", content=good_body()).status_code == 200
 
 
+@pytest.mark.slow
 def test_settings_are_checked(run_dir, capsys):
     for kwargs, words in [
         ({"max_body_bytes": 0}, "max_body_bytes (--max-body-bytes) must be an integer at least"),

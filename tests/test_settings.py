@@ -68,6 +68,7 @@ def run_main(*argv):
     return rc, err.getvalue(), out.getvalue()
 
 
+@pytest.mark.slow
 def test_sweep_of_bad_values_gives_one_line_errors(tmp_path):
     keys = list(setting_keys(SWEEP_BASE.to_dict()))
     # The walk of the dataclasses and the config's own keys agree: no setting is missed.
@@ -175,6 +176,7 @@ def test_run_name_cannot_leave_the_runs_folder(tmp_path, monkeypatch):
 # --- training stops on a non-finite loss; resuming checks its config and checkpoint -----------------------
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny, tmp_path):
     from privsplit.train.engine import Callback
 
@@ -191,6 +193,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny,
     assert [json.loads(ln)["epoch"] for ln in (run / "metrics.jsonl").read_text().splitlines()] == [1]
 
 
+@pytest.mark.slow
 def test_resume_from_python_refuses_a_changed_experiment(tiny, tmp_path):
     run = tmp_path / "run"
     Trainer(tiny("train.epochs=1"), run, progress=False).fit()
@@ -214,6 +217,7 @@ def test_resume_from_python_refuses_a_changed_experiment(tiny, tmp_path):
          "meta.json is corrupt"),
     ],
 )
+@pytest.mark.slow
 def test_corrupt_checkpoint_meta_is_one_line(tiny, tmp_path, meta, message):
     run = tmp_path / "run"
     Trainer(tiny("train.epochs=1"), run, progress=False).fit()
@@ -222,6 +226,7 @@ def test_corrupt_checkpoint_meta_is_one_line(tiny, tmp_path, meta, message):
         Trainer(tiny("train.epochs=2"), run, resume=True, progress=False).fit()
 
 
+@pytest.mark.slow
 def test_half_written_metrics_line_does_not_block_resume(tiny, tmp_path):
     run = tmp_path / "run"
     Trainer(tiny("train.epochs=1"), run, progress=False).fit()
@@ -272,6 +277,7 @@ def test_bad_image_files_are_named_at_open(tmp_path):
         assert f"2017{name}.jpg.chip.jpg: {why}" in msg
 
 
+@pytest.mark.slow
 def test_bad_image_files_can_be_skipped_and_are_listed(tmp_path):
     utkface_folder(tmp_path)
     run = tmp_path / "run"
