@@ -58,6 +58,7 @@ def evaluated(toy, tmp_path_factory):
     return evaluate_run(run, options), out
 
 
+@pytest.mark.slow
 def test_a_new_attack_appears_everywhere_without_touching_the_report(evaluated):
     r, out = evaluated
     saved = json.loads((out / "results.json").read_text())
@@ -79,6 +80,7 @@ def test_a_new_attack_appears_everywhere_without_touching_the_report(evaluated):
                for line in bench.splitlines())
 
 
+@pytest.mark.slow
 def test_results_read_back_from_json_are_the_same_typed_results(evaluated):
     r, out = evaluated
     saved = json.loads((out / "results.json").read_text())

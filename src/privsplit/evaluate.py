@@ -32,7 +32,8 @@ from .metrics.accuracy import chance_level, model_accuracy
 from .metrics.cost import client_cost
 from .metrics.image import load_lpips, load_st_lpips
 from .progress import Progress
-from .run import Run, load_run, read_run_record
+from .run import Run, load_run
+from .rundir import RunDir
 from .tensors import resolve_device
 
 DEFAULT_ATTACKS = ("attribute", "reconstruction")
@@ -107,10 +108,10 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
     """Run folders named directly, or found one level below a folder of runs."""
     runs: list[Path] = []
     for p in map(Path, paths):
-        if (p / "config.yaml").is_file():
+        if RunDir(p).is_run():
             runs.append(p)
         elif p.is_dir():
-            found = sorted(q for q in p.iterdir() if (q / "config.yaml").is_file())
+            found = sorted(q for q in p.iterdir() if RunDir(q).is_run())
             if not found:
                 raise CheckpointError(f"{p} is neither a privsplit run folder (no config.yaml) nor a folder of runs")
             runs += found
@@ -228,8 +229,8 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None, out_di
     options = options or EvalOptions()
     attacks = check_attacks(options.attacks, options.attack)
     run_dir = Path(run_dir)
-    read_run_record(run_dir)  # a clear error for an unfinished run, before any work
-    out = Path(out_dir) if out_dir is not None else run_dir / "eval"
+    RunDir(run_dir).read_record()  # a clear error for an unfinished run, before any work
+    out = Path(out_dir) if out_dir is not None else RunDir(run_dir).eval_dir
     perceptual = any(ATTACKS.get(a).needs_lpips for a in attacks)
     lpips = load_lpips(options.lpips_weights) if perceptual else None
     st_lpips = load_st_lpips() if perceptual else None
@@ -383,14 +384,8 @@ def _quick_text(families: tuple[str, ...] | list[str]) -> str:
 
 def save_quick_privacy(run_dir: str | Path, quick: dict[str, Any]) -> None:
     """Add the quick check to the run's ``run.json`` (key ``quick_privacy``), atomically."""
-    import json
-
-    from .train.checkpoint import write_json
-
-    path = Path(run_dir) / "run.json"
-    record = json.loads(path.read_text())
-    record["quick_privacy"] = {k: v for k, v in quick.items() if k != "attackers_text"}
-    write_json(path, record)
+    rd = RunDir(run_dir)
+    rd.write_record({**rd.read_record(), "quick_privacy": {k: v for k, v in quick.items() if k != "attackers_text"}})
 
 
 def evaluate_runs(paths: list[str | Path], options: EvalOptions | None = None, out_dir: str | Path | None = None) -> list[dict[str, Any]]:
@@ -402,7 +397,7 @@ def evaluate_runs(paths: list[str | Path], options: EvalOptions | None = None, o
     check_attacks(options.attacks, options.attack)
     runs = find_runs(paths)
     for r in runs:
-        read_run_record(r)  # fail on an unfinished run before spending time on the others
+        RunDir(r).read_record()  # fail on an unfinished run before spending time on the others
     several = len(runs) > 1
     if several and out_dir is None:
         out_dir = _common_parent(runs) / "comparison"

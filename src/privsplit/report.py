@@ -16,7 +16,7 @@ from typing import Any
 from .attacks.base import privacy_result, result_type, results_of
 from .attacks.result import AttackResult
 from .formatting import IMAGE_METRICS, jsonable, num, pct, queries_words, to_json  # noqa: F401  (re-exported)
-from .train.checkpoint import write_json, write_text
+from .rundir import RunDir, write_json, write_text
 
 # Older names, still imported by scripts.
 _jsonable = jsonable
@@ -203,13 +203,6 @@ def _privacy_record(r: dict[str, Any]) -> dict[str, Any]:
     return res.record if res else {}
 
 
-def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-
-
 def _pyplot():  # noqa: ANN202
     import matplotlib
 
@@ -222,7 +215,7 @@ def _pyplot():  # noqa: ANN202
 def plot_training_curves(run_dir: Path, results: dict[str, Any], path: Path) -> Path | None:
     """Training losses and test accuracies per epoch (metrics.jsonl), and the
     attackers' test accuracy per epoch."""
-    rows = _read_metrics(run_dir)
+    rows = RunDir(run_dir).read_metrics()
     curves = [(res, curve) for res in results_of(results) for curve in res.attacker_curves()]
     if not rows and not curves:
         return None

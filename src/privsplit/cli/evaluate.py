@@ -151,10 +151,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_attack(args: argparse.Namespace) -> int:
     from .. import report
     from ..evaluate import evaluate_run
+    from ..rundir import RunDir
 
     set_threads(args.threads)
     options = _options(args, [args.attack])
-    out = Path(args.out) if args.out else Path(args.run) / "eval" / f"attack-{args.attack}"
+    out = Path(args.out) if args.out else RunDir(args.run).attack_dir(args.attack)
     with _quiet_stdout(args):
         r = evaluate_run(args.run, options, out)
         print("\n".join(report.summary_lines(r)))

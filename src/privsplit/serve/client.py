@@ -17,6 +17,7 @@ import torch
 from privsplit_edge import client as edge
 from privsplit_edge.keyed import keyed_uniforms, load_key
 
+from ..rundir import RunDir
 from .protocol import EdgeError, ServeError, identity_mismatches, run_identity
 
 BACKENDS = ("torch", "onnx")
@@ -38,6 +39,8 @@ class Client:
         ca_file: trust this certificate (or CA) for an ``https://`` server (self-signed).
         allow_insecure_token: send ``token`` over plain ``http://`` to a non-loopback host anyway.
         device: where the torch backend's obfuscator runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        model: the run's :class:`~privsplit.methods.SplitModel`, for a run trained on your own
+            model parts (see :func:`~privsplit.run.load_run`; the torch backend loads its obfuscator).
         device_key: path of a device key (``privsplit keygen``): random ops draw
             consistently per image (:mod:`privsplit_edge.keyed`), so an image sent
             twice gives the same ``z``; None: fresh randomness at every call.
@@ -64,6 +67,7 @@ class Client:
         ca_file: str | Path | None = None,
         allow_insecure_token: bool = False,
         device: str = "cpu",
+        model: Any = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ServeError(f"unknown backend {backend!r}; valid choices: {', '.join(BACKENDS)}")
@@ -81,9 +85,9 @@ class Client:
                 from ..run import load_run
 
                 self.device = torch.device(device)
-                self.obfuscator = load_run(self.run_dir, parts=("obfuscator",)).model.obfuscator.to(self.device)
+                self.obfuscator = load_run(self.run_dir, parts=("obfuscator",), model=model).model.obfuscator.to(self.device)
             else:
-                folder = Path(export_dir) if export_dir else self.run_dir / "export"
+                folder = Path(export_dir) if export_dir else RunDir(self.run_dir).export_dir
                 if not (folder / "obfuscator.onnx").is_file():
                     raise ServeError(f"no ONNX export in {folder}: run `privsplit export {self.run_dir} --format onnx` first")
                 self.edge = edge.EdgeClient(folder, server_url, token, dtype, timeout=timeout, device_key=device_key,

@@ -75,11 +75,11 @@ def run_identity(run_dir: str | Path) -> dict[str, Any]:
     weights); both sides hold the run folder, so both can compute it.
     """
     from ..config import load_config
-    from ..run import read_run_record
+    from ..rundir import RunDir
 
-    rd = Path(run_dir)
-    record = read_run_record(rd)
-    cfg = load_config(rd / "config.yaml")
+    rd = RunDir(run_dir)
+    record = rd.read_record()
+    cfg = load_config(rd.config)
     labels = record["task"]["labels"]
     return json.loads(
         json.dumps(
@@ -90,7 +90,7 @@ def run_identity(run_dir: str | Path) -> dict[str, Any]:
                 "z_shape": record["z_shape"],
                 "image_shape": record["task"]["image_shape"],
                 "heads": [{"name": h.name, "target": h.target, "labels": labels[h.target]} for h in cfg.heads],
-                "fingerprint": fingerprint(rd / "heads.safetensors"),
+                "fingerprint": fingerprint(rd.weights("heads")),
             }
         )
     )
