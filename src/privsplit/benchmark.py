@@ -219,7 +219,7 @@ def _write_record(out: Path, record: dict[str, Any]) -> None:
     """Write ``benchmark.json``, or refuse a folder made for other data or another budget."""
     import json
 
-    from .train.checkpoint import write_json
+    from .rundir import write_json
 
     path = out / "benchmark.json"
     if path.is_file():
@@ -306,7 +306,7 @@ def _run_entries(out: Path, entries: list[Entry], configs: dict[str, Any], b: Bu
     from . import report
     from .attacks import AttackOptions
     from .evaluate import EvalOptions, evaluate_run
-    from .train.checkpoint import write_json, write_text
+    from .rundir import write_json, write_text
 
     options = EvalOptions(
         overrides=[f"data.root={data_root}"] if data_root else [],

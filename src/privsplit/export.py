@@ -44,7 +44,7 @@ from privsplit_edge.keyed import SCHEME
 from .errors import PrivsplitError
 from .obfuscator import ClientPart
 from .rundir import RunDir, write_json, writing
-from .train.checkpoint import file_digest
+from .weights import file_digest
 
 FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 18

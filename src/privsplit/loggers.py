@@ -27,7 +27,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .rundir import RunDir
-from .train.checkpoint import write_text
+from .rundir import write_text
 from .train.engine import Callback, Context
 
 TENSORBOARD_MISSING = ("TensorBoard logging needs the tensorboard package, which is not installed: "

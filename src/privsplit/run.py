@@ -18,7 +18,7 @@ from .data.base import TaskInfo
 from .errors import CheckpointError
 from .methods import SplitModel, build_method
 from .rundir import PARTS, RunDir
-from .train.checkpoint import load_weights, read_weights
+from .weights import load_weights, read_weights
 
 __all__ = ["PARTS", "Run", "check_model_given", "load_run", "read_run_record", "recorded_digest"]  # PARTS: re-exported, old imports name it here
 

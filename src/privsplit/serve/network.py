@@ -33,7 +33,7 @@ class TaskNetwork:
         from ..data.base import TaskInfo
         from ..methods import SplitModel, build_method
         from ..run import check_model_given
-        from ..train.checkpoint import load_weights, read_weights
+        from ..weights import load_weights, read_weights
 
         rd = RunDir(run_dir)
         self.run_dir = rd.path
