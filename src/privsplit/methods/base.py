@@ -26,9 +26,6 @@ from ..adversaries import ADVERSARIES
 if TYPE_CHECKING:
     from ..reduction import Reduction
 
-# Datasets of faces, for per-dataset defaults of the baselines.
-FACE_DATASETS = ("celeba", "fairface", "utkface")
-
 
 @dataclass(frozen=True)
 class MethodArg:
