@@ -62,3 +62,16 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Each test leaves torch's CPU threads as it found them: a command run in-process with
+    ``--threads 1`` (or a config's ``train.threads``) sets them for the whole process, and
+    every later test would then train on one core."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)
