@@ -4,6 +4,12 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist (the README's `-n 2`) each worker runs torch on one thread, subprocesses
+# included: two workers on two cores, not four threads contending for them. Set before any
+# test imports torch, so that torch's default is one thread.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # A run small enough for unit tests: 16x16 digits, a few batches.
