@@ -7,11 +7,14 @@ import socket
 
 from ..errors import PrivsplitError
 from ..serve.protocol import (  # torch-free: --help shows them without importing the server
+    DEFAULT_BATCH_SAMPLES,
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_KEEP_ALIVE,
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_DELAY_MS,
+    QUEUE_BATCHES,
 )
 from .common import add_device, resolve_device_flag, set_threads
 
@@ -34,7 +37,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     device = resolve_device_flag(args.device)
     app = create_app(TaskNetwork(args.run_dir, device=device), token, args.max_batch, args.max_body_bytes, args.body_timeout,
                      metrics=not args.no_metrics, access_log=args.access_log,
-                     on_stop=lambda line: print(line, flush=True))
+                     on_stop=lambda line: print(line, flush=True), batching=not args.no_batching,
+                     batch_samples=args.batch_samples, max_delay_ms=args.max_delay, queue_samples=args.queue_samples)
     config = uvicorn_config(
         app, args.host, args.port, header_timeout=args.header_timeout, keep_alive=args.keep_alive,
         max_connections=args.max_connections, log_level=args.log_level,
@@ -50,12 +54,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"({'bearer token required' if token else 'no token: loopback only'}; timeouts: header "
         f"{args.header_timeout:g} s, body {args.body_timeout:g} s, keep-alive {args.keep_alive:g} s; "
         f"at most {args.max_connections} connections; "
+        f"{batching(app)}; "
         f"{'no metrics' if args.no_metrics else 'Prometheus metrics at /metrics' + (', token required' if token else '')}"
         f"{'; access log on stdout' if args.access_log else ''})",
         flush=True,
     )
     uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def batching(app) -> str:
+    b = app.state.batcher
+    if b is None:
+        return "no batching: each request runs alone"
+    return (f"batching up to {b.batch_samples} samples per forward pass, waiting at most {1000 * b.max_delay:g} ms, "
+            f"at most {b.queue_samples} samples queued")
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -87,6 +100,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--token-file", metavar="FILE", help="require 'Authorization: Bearer <token in FILE>'")
     p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="most samples per request (default 64)")
+    p.add_argument("--batch-samples", type=int, default=DEFAULT_BATCH_SAMPLES, metavar="N",
+                   help="dynamic batching: concurrent requests for the same head run as one forward pass of at "
+                   "most N samples, each answered with its own rows (default %(default)d; a request larger than N "
+                   "runs alone). --max-batch is per request, this is per forward pass")
+    p.add_argument("--max-delay", type=float, default=DEFAULT_MAX_DELAY_MS, metavar="MS",
+                   help="most milliseconds a forming batch waits for more requests after its first (default "
+                   "%(default)g; 0: run what is queued at once). It waits only while fewer requests came than in "
+                   "the batch before, so a lone client never waits")
+    p.add_argument("--queue-samples", type=int, metavar="N",
+                   help=f"most samples waiting for a batch (default {QUEUE_BATCHES} x --batch-samples, at least "
+                   "--max-batch); a request that does not fit is answered 503 with Retry-After at once")
+    p.add_argument("--no-batching", action="store_true",
+                   help="run each request alone, in a thread of its own (no gathering, no queue)")
     p.add_argument("--max-body-bytes", type=int, help="largest request body (default: what --max-batch needs)")
     p.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT, metavar="SECONDS",
                    help="a request body must arrive within this, else 408 (default %(default)g)")

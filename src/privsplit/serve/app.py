@@ -13,18 +13,24 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+from .batching import Batcher, QueueFull
 from .network import TaskNetwork
 from .observe import REFUSALS_BY_STATUS, LogLimiter, ServerMetrics, _enable_access_log, _Observe, log
 from .protocol import (
     API,
+    DEFAULT_BATCH_SAMPLES,
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_DELAY_MS,
+    QUEUE_BATCHES,
     MAX_HEADER_BYTES,
     WireFormatError,
     decode_z,
     expected_message,
 )
-from .settings import check_int, check_seconds, check_token
+from .settings import check_int, check_milliseconds, check_seconds, check_token
+
+MAX_DELAY_MS = 1000.0  # a longer wait for a batch to fill only adds latency
 
 
 def create_app(
@@ -37,6 +43,10 @@ def create_app(
     metrics: bool = True,
     access_log: bool = False,
     on_stop: Callable[[str], None] | None = None,
+    batching: bool = True,
+    batch_samples: int = DEFAULT_BATCH_SAMPLES,
+    max_delay_ms: float = DEFAULT_MAX_DELAY_MS,
+    queue_samples: int | None = None,
 ) -> Any:
     """The FastAPI application serving a run's task network.
 
@@ -52,6 +62,14 @@ def create_app(
         access_log: one line per answered request on stdout (logger ``privsplit.access``).
         on_stop: called with one line summing up what was served when the server
             stops (default: logged at info level).
+        batching: gather concurrent requests for the same head into one forward pass
+            (:mod:`privsplit.serve.batching`); False runs each request alone.
+        batch_samples: most samples in one forward pass (a larger request runs alone).
+        max_delay_ms: most milliseconds a batch waits for more requests after its first;
+            it waits only while fewer requests came than in the last batch (0: never).
+        queue_samples: most samples waiting for a batch; a request beyond it is answered
+            503 with ``Retry-After`` at once. Default: ``QUEUE_BATCHES`` full batches, and
+            at least one largest request.
 
     Raises:
         PrivsplitError: a setting is out of range, or ``metrics`` without prometheus-client.
@@ -63,6 +81,13 @@ def create_app(
 
     check_int("max_batch (--max-batch)", max_batch, 1)
     check_seconds("body_timeout (--body-timeout)", body_timeout)
+    check_int("batch_samples (--batch-samples)", batch_samples, 1)
+    check_milliseconds("max_delay_ms (--max-delay)", max_delay_ms, MAX_DELAY_MS)
+    least_queue = max(batch_samples, max_batch)
+    if queue_samples is None:
+        queue_samples = max(QUEUE_BATCHES * batch_samples, max_batch)
+    check_int("queue_samples (--queue-samples)", queue_samples, least_queue,
+              "one full batch (--batch-samples) and one largest request (--max-batch) must fit")
     if token is not None:
         check_token(token, "given to the server")
     net = run_dir if isinstance(run_dir, TaskNetwork) else TaskNetwork(run_dir)
@@ -75,11 +100,16 @@ def create_app(
     expected = expected_message(net.z_shape, max_batch)
     secret = token.encode() if token else None
     logs = LogLimiter()
-    stats = ServerMetrics(max_batch, prometheus=metrics, identity=net.identity)
+    stats = ServerMetrics(max_batch, prometheus=metrics, identity=net.identity, batch_samples=batch_samples)
+    batcher = Batcher(net, batch_samples, max_delay_ms / 1000, queue_samples, stats.formed) if batching else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> Any:
+        if batcher is not None:
+            batcher.start()
         yield
+        if batcher is not None:
+            await batcher.stop()
         (on_stop or log.info)(f"stopped serving {net.run_dir}: {stats.summary()}")
 
     app = FastAPI(title="privsplit task network", version=API, docs_url=None, redoc_url=None, openapi_url=None,
@@ -123,6 +153,8 @@ def create_app(
             "max_batch": max_batch,
             "max_body_bytes": limit,
             "body_timeout_s": body_timeout,
+            "batching": {"batch_samples": batch_samples, "max_delay_ms": max_delay_ms,
+                         "queue_samples": queue_samples} if batcher is not None else None,
             "wire_format": "safetensors bytes with one tensor 'z' of shape [N, *z_shape]; see privsplit_edge.protocol",
         }
 
@@ -165,10 +197,16 @@ def create_app(
         if not complete:
             return error(413, too_big, expected, {"Connection": "close"})
         try:
-            z = decode_z(bytes(body), net.z_shape, max_batch)
-            answer = await run_in_threadpool(net.predict, z, head)
+            z = decode_z(bytes(body), net.z_shape, max_batch)  # a malformed body is refused here, never queued
+            if batcher is None:
+                stats.formed(len(z))
+                answer = await run_in_threadpool(net.predict, z, head)
+            else:
+                answer = await batcher.infer(z, head or net.default_head)
         except WireFormatError as e:
             return error(e.status, str(e), e.expected or expected)
+        except QueueFull as e:
+            return error(503, str(e), headers={"Retry-After": "1"}, kind=e.kind)
         stats.batch(answer["n"])
         return answer
 
@@ -182,6 +220,7 @@ def create_app(
 
     app.state.task_network = net
     app.state.metrics = stats
+    app.state.batcher = batcher
     app.state.infer_requests = 0
     app.state.secret = secret  # the connection layer tells proven clients from the rest (uvicorn_config)
     return app

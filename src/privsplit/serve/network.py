@@ -2,7 +2,7 @@
 alone (never the obfuscator), checked once at start, answering for batches of ``z``."""
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,6 @@ class TaskNetwork:
                     "run.json was edited or belongs to another run; restore it or train again"
                 )
 
-    @torch.inference_mode()
     def predict(self, z: np.ndarray, head: str | None = None) -> dict[str, Any]:
         """Probabilities of head ``head`` (default: the first) for ``z`` (N, *z_shape).
 
@@ -96,19 +95,44 @@ class TaskNetwork:
             WireFormatError: status 422 when the network's output is not finite
                 (finite but huge values of ``z`` overflow inside the network).
         """
+        answer = self.predict_many([z], head)[0]
+        if isinstance(answer, WireFormatError):
+            raise answer
+        return answer
+
+    @torch.inference_mode()
+    def predict_many(self, zs: Sequence[np.ndarray], head: str | None = None) -> list[dict[str, Any] | WireFormatError]:
+        """:meth:`predict` for several requests in one forward pass (dynamic batching).
+
+        One answer per array in ``zs``: its own rows, or the :class:`WireFormatError` that
+        :meth:`predict` would raise for it alone. Each sample runs through the heads on its
+        own (eval mode: no statistics across the batch), so one request whose output is not
+        finite fails alone, never the others in its batch.
+        """
         name = head or self.default_head
-        x = torch.from_numpy(np.array(z, dtype=np.float32)).to(self.device)  # float16 is widened here
+        # (sum of N_i, *z_shape); float16 is widened here
+        x = torch.from_numpy(np.concatenate([np.asarray(z, dtype=np.float32) for z in zs])).to(self.device)
         logits = self.heads[name](x).float()
         probs = logits.softmax(1)
-        broken = ~(logits.isfinite().all(1) & probs.isfinite().all(1))
-        if broken.any():
-            rows = broken.nonzero().flatten().tolist()
-            raise WireFormatError(
+        finite = (logits.isfinite().all(1) & probs.isfinite().all(1)).cpu().numpy()
+        probs = probs.cpu().numpy()  # (sum of N_i, classes)
+        answers: list[dict[str, Any] | WireFormatError] = []
+        start = 0
+        for z in zs:
+            rows = slice(start, start + len(z))
+            start += len(z)
+            answers.append(self._answer(name, z, probs[rows], finite[rows]))
+        return answers
+
+    def _answer(self, name: str, z: np.ndarray, probs: np.ndarray, finite: np.ndarray) -> dict[str, Any] | WireFormatError:
+        """One request's answer from its rows of the output (``probs`` (N, classes))."""
+        if not finite.all():
+            rows = np.flatnonzero(~finite).tolist()
+            return WireFormatError(
                 f"the network's output is not finite for sample(s) {rows[:10]}{' ...' if len(rows) > 10 else ''}: "
                 f"z holds values far outside what the obfuscator produces (largest |z| {float(np.abs(z).max()):.3g})",
                 422,
             )
-        probs = probs.cpu().numpy()  # (N, classes)
         labels = self.info[name]["labels"]
         preds = []
         for p in probs:

@@ -24,9 +24,9 @@ access_log = logging.getLogger("privsplit.access")
 ENDPOINTS = ("/v1/infer", "/v1/model", "/v1/health", "/metrics")  # any other path is counted as "other"
 # Every kind of refusal the server counts (privsplit_refusals_total{kind=...}): the app's answers ...
 REFUSALS_BY_STATUS = {400: "bad_request", 401: "unauthorized", 404: "unknown_head", 408: "body_timeout",
-                      413: "too_large", 422: "invalid_z"}
+                      413: "too_large", 422: "invalid_z", 503: "queue_full"}
 # ... and the connection layer's (uvicorn_config), plus a client that went away mid-body.
-REFUSAL_KINDS = (*REFUSALS_BY_STATUS.values(), "client_gone", "header_timeout", "busy", "evicted", "smuggling")
+REFUSAL_KINDS = (*REFUSALS_BY_STATUS.values(), "stopping", "client_gone", "header_timeout", "busy", "evicted", "smuggling")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 PROMETHEUS_MISSING = ("the /metrics endpoint needs the prometheus-client package, which is not installed: "
                       "pip install 'privsplit[serve]' (or serve with --no-metrics)")
@@ -83,8 +83,10 @@ class ServerMetrics:
     """
 
     def __init__(self, max_batch: int = DEFAULT_MAX_BATCH, prometheus: bool = True,
-                 identity: dict[str, Any] | None = None) -> None:
+                 identity: dict[str, Any] | None = None, batch_samples: int | None = None) -> None:
         self.started = time.monotonic()
+        self.passes = 0  # forward passes of the task network
+        self.passed = 0  # samples through them
         self.statuses: Counter[int] = Counter()
         self.refusals: Counter[str] = Counter()
         self.in_flight = 0
@@ -109,6 +111,11 @@ class ServerMetrics:
         sizes = sorted({*(2**i for i in range(max(max_batch, 1).bit_length())), max_batch})
         self._batch = prom.Histogram("privsplit_batch_size", "samples per answered POST /v1/infer",
                                      buckets=sizes, registry=r)
+        most = max(batch_samples or 1, max_batch, 1)
+        formed = sorted({*(2**i for i in range(most.bit_length())), most})
+        self._formed = prom.Histogram("privsplit_formed_batch_size",
+                                      "samples per forward pass of the task network (with batching: of several "
+                                      "requests)", buckets=formed, registry=r)
         self._in_flight = prom.Gauge("privsplit_requests_in_flight", "requests being answered now", registry=r)
         self._connections = prom.Gauge("privsplit_connections_open", "open client connections", registry=r)
         prom.Gauge("privsplit_start_time_seconds", "when the server started (Unix time)",
@@ -140,6 +147,13 @@ class ServerMetrics:
         if self.registry is not None:
             self._batch.observe(n)
 
+    def formed(self, n: int) -> None:
+        """One forward pass of ``n`` samples."""
+        self.passes += 1
+        self.passed += n
+        if self.registry is not None:
+            self._formed.observe(n)
+
     def connection(self, change: int) -> None:
         self.connections += change
         if self.registry is not None:
@@ -157,7 +171,8 @@ class ServerMetrics:
         n = sum(self.statuses.values())
         by = ", ".join(f"{s}: {c}" for s, c in sorted(self.statuses.items()))
         refused = ", ".join(f"{k} {c}" for k, c in sorted(self.refusals.items()) if c) or "none"
-        return f"up {up:.0f} s: {n} request(s) answered{f' ({by})' if by else ''}; refused: {refused}"
+        passes = f"; {self.passes} forward pass(es), {self.passed / self.passes:.1f} samples each" if self.passes else ""
+        return f"up {up:.0f} s: {n} request(s) answered{f' ({by})' if by else ''}; refused: {refused}{passes}"
 
 
 class _Observe:

@@ -33,6 +33,9 @@ DEFAULT_BODY_TIMEOUT = 10.0  # seconds for the whole body of one request
 DEFAULT_HEADER_TIMEOUT = 10.0  # seconds for the request line and headers
 DEFAULT_KEEP_ALIVE = 5.0  # seconds an idle connection stays open
 DEFAULT_MAX_CONNECTIONS = 100
+DEFAULT_BATCH_SAMPLES = 64  # most samples in one forward pass formed from concurrent requests
+DEFAULT_MAX_DELAY_MS = 2.0  # milliseconds a forming batch waits for more requests
+QUEUE_BATCHES = 4  # the queue holds this many full batches unless --queue-samples says otherwise
 
 __all__ = [
     "API",

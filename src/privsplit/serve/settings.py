@@ -36,3 +36,9 @@ def check_int(name: str, value: Any, least: int, why: str = "", most: int | None
 def check_seconds(name: str, value: Any) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0 < value < math.inf):
         raise PrivsplitError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+def check_milliseconds(name: str, value: Any, most: float) -> None:
+    """A one-line :class:`PrivsplitError` unless ``value`` is a number of milliseconds from 0 to ``most``."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0 <= value <= most):
+        raise PrivsplitError(f"{name} must be a number of milliseconds from 0 to {most:g}, got {value!r}")
