@@ -16,18 +16,9 @@ from privsplit.errors import PrivsplitError
 from privsplit.serve.protocol import encode_z
 from privsplit.serve.server import create_app
 
-HEADS = "heads=[{name: task, target: utility}, {name: digit, target: private}]"
 Z_SHAPE = (128, 2, 2)
 
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    from tests.conftest import TINY
-
-    out = tmp_path_factory.mktemp("batching") / "run"
-    sets = [*TINY, "model.split=rn18_2", "reduction=[{op: noise, sigma: 0.5}]", HEADS]
-    assert main(["train", "--out", str(out), "--no-progress", *sum((["--set", s] for s in sets), [])]) == 0
-    return out
+from test_serve import HEADS, run_dir  # noqa: E402,F401 - the same tiny two-head run as the server tests
 
 
 @pytest.fixture(scope="module")
