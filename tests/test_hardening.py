@@ -217,6 +217,36 @@ def test_content_length_with_transfer_encoding_is_400_and_closed(run_dir):
         assert httpx.post(f"{srv.url}/v1/infer", content=body()).status_code == 200
 
 
+def test_served_connections_send_each_answer_at_once(run_dir):
+    """TCP_NODELAY on every accepted connection, as `privsplit serve` listens (its own
+    socket from cli.serve.listen). Without it, each answer on a kept-alive connection
+    waited about 40 ms for the client's delayed ACK (Nagle holds the body's write)."""
+    import threading
+
+    import uvicorn
+
+    from privsplit.cli.serve import listen
+    from privsplit.serve.server import uvicorn_config
+
+    server = uvicorn.Server(uvicorn_config(create_app(run_dir)))
+    sock = listen("127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with socket.create_connection(sock.getsockname()[:2], timeout=5) as s:
+            s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+            (conn,) = server.server_state.connections
+            served = conn.transport.get_extra_info("socket")
+            assert served.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
 # --- 3. TLS ---------------------------------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ import asyncio
 import hmac
 import http
 import json
+import socket
 import time
 from collections import Counter
 from pathlib import Path
@@ -76,6 +77,7 @@ def _protocol(header_timeout: float, max_connections: int, secret: bytes | None,
                 transport.close()
                 return
             super().connection_made(transport)
+            no_delay(transport)
             if metrics is not None:
                 metrics.connection(+1)
                 self.counted = True
@@ -158,6 +160,17 @@ def _protocol(header_timeout: float, max_connections: int, secret: bytes | None,
                 self.transport.close()
 
     return Protocol
+
+
+def no_delay(transport: asyncio.BaseTransport) -> None:
+    """Send each write at once (TCP_NODELAY). asyncio sets it only on sockets whose
+    ``proto`` is ``IPPROTO_TCP``; a socket made by ``socket.create_server`` (what
+    ``privsplit serve`` listens on) has ``proto`` 0, and without the option every
+    answer on a kept-alive connection waited about 40 ms: the response head and
+    body are two writes, Nagle holds the second until the client's delayed ACK."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _bearer_ok(headers: Any, secret: bytes) -> bool:
