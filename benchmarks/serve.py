@@ -1,14 +1,24 @@
-"""Drive a real privsplit server from several concurrent clients for a bounded time.
+"""Drive a real privsplit server from concurrent clients, with and without dynamic
+batching, and set it beside the bare task network at the batches the server formed.
 
     python benchmarks/serve.py                      # trains a tiny digits run first (~20 s)
-    python benchmarks/serve.py --run runs/<run> --clients 4 --seconds 10 --batch 1 --float16
+    python benchmarks/serve.py --run runs/<run> --clients 1,8,32,64 --seconds 8
+    python benchmarks/serve.py --run runs/<run> --modes batched --clients 4 --batch 8 --float16
 
 The server runs as `privsplit serve` in its own process on 127.0.0.1 (loopback
-only); the client threads send real representations ``z`` of real test images,
-computed once by the run's obfuscator, over keep-alive HTTP connections.
-Prints requests/s, p50/p99 latency, bytes per request against the raw image,
-the cost of parsing one request (binary vs a JSON list of floats) and the error
-count, which must be zero (the exit status is 1 otherwise).
+only), once per mode (``batched``: the default dynamic batching; ``unbatched``:
+``--no-batching``); client threads of this process send real representations
+``z`` of real test images, computed once by the run's obfuscator, over keep-alive
+HTTP connections. For each mode and number of clients it prints requests/s,
+images/s, p50/p99 latency, the mean batch the server formed (from its
+``/metrics``), the bare task network's images/s at that batch (the heads alone,
+in this process, with the server's torch threads) and the ratio server / bare.
+Then the goals of the serving issue, each with its figures: at 32 clients
+batched >= 3x unbatched and >= 0.6x bare, p99 <= max-delay + 3x the bare batch's
+time; at 1 client batched p50 within 10% of unbatched. Also printed: bytes per
+request against the raw image and the cost of parsing one request (binary vs a
+JSON list of floats). The exit status is 1 when any request failed (a 503 from a
+full queue counts as failed), else 0; a missed goal is a result, not a failure.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import io
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -45,24 +56,159 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def positive_ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected whole numbers >= 1, comma-separated, got {text!r}")
+    return values
+
+
+def modes(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values or set(values) - {"batched", "unbatched"}:
+        raise argparse.ArgumentTypeError(f"expected batched and/or unbatched, comma-separated, got {text!r}")
+    return values
+
+
+def bare_rate(net, head: str, z: np.ndarray, batch: int, seconds: float = 0.6) -> tuple[float, float]:
+    """The heads alone on ``batch`` samples: (images/s, seconds per batch), median of timed rounds."""
+    import torch
+
+    x = torch.from_numpy(np.resize(z, (batch, *z.shape[1:])).astype(np.float32))
+    model = net.heads[head]
+    with torch.inference_mode():
+        model(x)  # warm up
+        per_batch = []
+        t_end = time.perf_counter() + seconds
+        while time.perf_counter() < t_end or len(per_batch) < 5:
+            t = time.perf_counter()
+            model(x).softmax(1)
+            per_batch.append(time.perf_counter() - t)
+    t = float(np.median(per_batch))
+    return batch / t, t
+
+
+def formed_batches(http) -> tuple[float, float]:
+    """(samples, forward passes) so far, from the server's privsplit_formed_batch_size histogram."""
+    conn = http._conn()
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    total = re.search(r"^privsplit_formed_batch_size_sum (\S+)$", text, re.M)
+    count = re.search(r"^privsplit_formed_batch_size_count (\S+)$", text, re.M)
+    return (float(total.group(1)), float(count.group(1))) if total and count else (math.nan, math.nan)
+
+
+def start_server(run_dir: Path, args: argparse.Namespace, batched: bool):
+    """A ``privsplit serve`` process answering on a free loopback port: (process, URL)."""
+    from privsplit_edge.client import Http
+    from privsplit_edge.errors import EdgeError
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "privsplit", "serve", str(run_dir), "--port", str(port),
+           "--max-batch", str(max(args.batch, 64)), "--threads", str(args.server_threads),
+           "--max-connections", str(max(100, 2 * max(args.clients)))]
+    cmd += ["--batch-samples", str(args.batch_samples), "--max-delay", str(args.max_delay)] if batched \
+        else ["--no-batching"]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ})
+    url = f"http://127.0.0.1:{port}"
+    probe = Http(url, timeout=5)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            probe.request("GET", "/v1/health")
+            return server, url
+        except EdgeError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise SystemExit(f"the server did not start:\n{server.stdout.read()}")
+            time.sleep(0.2)
+
+
+def drive(url: str, bodies: list[bytes], clients: int, batch: int, seconds: float, warmup: float) -> dict:
+    """``clients`` threads, each sending one request after another for ``warmup`` + ``seconds``;
+    what was answered in the last ``seconds`` counts."""
+    from privsplit_edge.client import Http
+    from privsplit_edge.errors import EdgeError
+
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    window = [math.inf, math.inf]  # [start, stop] of the timed window (perf_counter)
+    barrier = threading.Barrier(clients + 1)
+
+    def client(k: int) -> None:
+        http = Http(url, timeout=60)
+        http.request("GET", "/v1/model")  # open the connection before timing
+        barrier.wait()
+        i = k
+        while True:
+            t = time.perf_counter()
+            if t >= window[1]:
+                return
+            try:
+                reply = http.request("POST", "/v1/infer", bodies[i % len(bodies)], "application/octet-stream")
+                ok = reply.get("n") == batch
+            except EdgeError:
+                ok = False
+            done = time.perf_counter()
+            if t >= window[0] and done <= window[1]:
+                latencies[k].append(done - t)
+                errors[k] += not ok
+            i += clients
+
+    metrics = Http(url, timeout=30)
+    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
+    for t in threads:
+        t.start()
+    now = time.perf_counter()
+    window[0], window[1] = now + warmup, now + warmup + seconds
+    barrier.wait()
+    time.sleep(max(0.0, window[0] - time.perf_counter()))
+    before = formed_batches(metrics)
+    time.sleep(max(0.0, window[1] - time.perf_counter()))
+    after = formed_batches(metrics)
+    for t in threads:
+        t.join()
+    lat = np.array([v for lst in latencies for v in lst]) * 1000
+    passes = after[1] - before[1]
+    return {
+        "clients": clients, "requests": len(lat), "errors": sum(errors),
+        "requests_per_s": len(lat) / seconds, "images_per_s": len(lat) * batch / seconds,
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else math.nan,
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else math.nan,
+        "mean_formed_batch": (after[0] - before[0]) / passes if passes > 0 else math.nan,
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, help="a finished run folder (default: train a tiny digits run)")
-    ap.add_argument("--clients", type=int, default=4, help="concurrent client threads")
-    ap.add_argument("--seconds", type=float, default=10.0, help="how long to drive the server")
-    ap.add_argument("--batch", type=int, default=1, help="representations per request")
+    ap.add_argument("--clients", type=positive_ints, default=[1, 8, 32, 64],
+                    help="numbers of concurrent client threads, comma-separated (default 1,8,32,64)")
+    ap.add_argument("--modes", type=modes, default=["batched", "unbatched"],
+                    help="batched (dynamic batching, the default server) and/or unbatched (--no-batching)")
+    ap.add_argument("--seconds", type=float, default=8.0, help="timed seconds per number of clients (default 8)")
+    ap.add_argument("--warmup", type=float, default=1.0, help="untimed seconds before each (default 1)")
+    ap.add_argument("--batch", type=int, default=1, help="representations per request (default 1)")
     ap.add_argument("--float16", action="store_true", help="send z as float16")
-    ap.add_argument("--server-threads", type=int, default=1, help="torch threads in the server process")
+    ap.add_argument("--server-threads", type=int, default=1,
+                    help="torch threads in the server process, and for the bare task network (default 1)")
+    ap.add_argument("--batch-samples", type=int, default=64, help="the server's --batch-samples (default 64)")
+    ap.add_argument("--max-delay", type=float, default=2.0, help="the server's --max-delay in ms (default 2)")
+    ap.add_argument("--json", type=Path, metavar="FILE", help="also write every figure to FILE as JSON")
     args = ap.parse_args()
+    if args.batch < 1 or args.seconds <= 0 or args.warmup < 0 or args.server_threads < 1:
+        ap.error("--batch and --server-threads must be >= 1, --seconds > 0 and --warmup >= 0")
 
     import torch
     from PIL import Image
 
     from privsplit.data import load_dataset
     from privsplit.run import load_run
+    from privsplit.serve.network import TaskNetwork
     from privsplit.serve.protocol import decode_z, encode_z
-    from privsplit_edge.client import Http
-    from privsplit_edge.errors import EdgeError
 
     tmp = tempfile.TemporaryDirectory()
     run_dir = args.run or tiny_run(Path(tmp.name) / "run")
@@ -70,6 +216,8 @@ def main() -> int:
     cfg = run.config
     _, test, _ = load_dataset(cfg.data)
     n_img = min(len(test), 64)
+    if n_img < args.batch:
+        ap.error(f"--batch {args.batch} is more than the {n_img} test images the benchmark sends")
     x = torch.stack([test[i][0] for i in range(n_img)])  # (n, 3, H, W) real test images
     torch.manual_seed(0)
     with torch.no_grad():
@@ -95,76 +243,82 @@ def main() -> int:
         np.asarray(json.loads(as_json), dtype=np.float32)
     t_json = (time.perf_counter() - t0) / reps
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "privsplit", "serve", str(run_dir), "--port", str(port),
-         "--max-batch", str(max(args.batch, 64)), "--threads", str(args.server_threads)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ},
-    )
-    try:
-        probe = Http(url, timeout=5)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                probe.request("GET", "/v1/health")
-                break
-            except EdgeError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    print(server.stdout.read() if server.poll() is not None else "server did not start", file=sys.stderr)
-                    return 1
-                time.sleep(0.2)
+    # The bare task network, as the server runs it: the first head, the server's threads.
+    torch.set_num_threads(args.server_threads)
+    net = TaskNetwork(run_dir)
+    bare: dict[int, tuple[float, float]] = {}
 
-        latencies: list[list[float]] = [[] for _ in range(args.clients)]
-        errors = [0] * args.clients
-        stop_at = [0.0]
-        barrier = threading.Barrier(args.clients + 1)
+    def bare_at(batch: int) -> tuple[float, float]:
+        if batch not in bare:
+            bare[batch] = bare_rate(net, net.default_head, z, batch)
+        return bare[batch]
 
-        def client(k: int) -> None:
-            http = Http(url, timeout=30)
-            http.request("GET", "/v1/model")  # open the connection before timing
-            barrier.wait()
-            i = k
-            while time.perf_counter() < stop_at[0]:
-                t = time.perf_counter()
-                try:
-                    reply = http.request("POST", "/v1/infer", bodies[i % len(bodies)], "application/octet-stream")
-                    if reply.get("n") != args.batch:
-                        errors[k] += 1
-                except EdgeError:
-                    errors[k] += 1
-                latencies[k].append(time.perf_counter() - t)
-                i += args.clients
+    for b in sorted({args.batch, *(min(k * args.batch, args.batch_samples) for k in (1, 8, 32, 64))}):
+        bare_at(b)
 
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
-        for t in threads:
-            t.start()
-        start = time.perf_counter()
-        stop_at[0] = start + args.seconds
-        barrier.wait()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - start
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    rows: list[dict] = []
+    for mode in args.modes:
+        server, url = start_server(run_dir, args, mode == "batched")
+        try:
+            for clients in args.clients:
+                row = {"mode": mode, **drive(url, bodies, clients, args.batch, args.seconds, args.warmup)}
+                formed = row["mean_formed_batch"]
+                b = max(1, round(formed)) if math.isfinite(formed) else args.batch
+                row["bare_batch"] = b
+                row["bare_images_per_s"], row["bare_batch_ms"] = bare_at(b)[0], bare_at(b)[1] * 1000
+                row["server_over_bare"] = row["images_per_s"] / row["bare_images_per_s"]
+                rows.append(row)
+                print(f"  {mode:9s} {clients:3d} clients: {row['requests_per_s']:7.1f} req/s, "
+                      f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, mean batch {formed:.1f}",
+                      file=sys.stderr, flush=True)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
 
-    lat = np.array([v for lst in latencies for v in lst]) * 1000
-    n_req, n_err = len(lat), sum(errors)
     per_req = float(np.mean([len(b) for b in bodies]))
     z_per_image = math.prod(run.model.obfuscator.z_shape) * (2 if args.float16 else 4)
     print(f"privsplit serve benchmark: {run_dir}" + ("" if args.run else " (tiny digits run trained for this benchmark)"))
     print(f"  model: {cfg.model.backbone} split {cfg.model.split}, z {tuple(run.model.obfuscator.z_shape)} {dtype}, "
-          f"image {c}x{h}x{w}; server: 1 uvicorn process, {args.server_threads} torch thread(s), 127.0.0.1")
-    print(f"  load: {args.clients} concurrent clients, {args.batch} image(s) per request, {elapsed:.1f} s")
-    print(f"  requests: {n_req}  ({n_req / elapsed:.1f} req/s, {n_req * args.batch / elapsed:.1f} images/s)")
-    print(f"  latency: p50 {np.percentile(lat, 50):.2f} ms, p99 {np.percentile(lat, 99):.2f} ms, max {lat.max():.2f} ms")
+          f"image {c}x{h}x{w}; server: 1 uvicorn process, {args.server_threads} torch thread(s), 127.0.0.1; "
+          f"batched: --batch-samples {args.batch_samples} --max-delay {args.max_delay:g}")
+    print(f"  load: {args.batch} image(s) per request, {args.seconds:g} s timed after {args.warmup:g} s warm-up "
+          f"per row; {os.cpu_count()} CPU cores shared by server and clients")
+    print("  bare task network (in-process): " + ", ".join(
+        f"batch {b} {r:.0f} images/s ({t * 1000:.2f} ms)" for b, (r, t) in sorted(bare.items())))
+    print()
+    print("  | mode | clients | req/s | images/s | p50 ms | p99 ms | mean batch | bare images/s at it | server / bare | errors |")
+    print("  |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"  | {r['mode']} | {r['clients']} | {r['requests_per_s']:.0f} | {r['images_per_s']:.0f} | "
+              f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['mean_formed_batch']:.1f} | "
+              f"{r['bare_images_per_s']:.0f} (batch {r['bare_batch']}) | {r['server_over_bare']:.2f} | {r['errors']} |")
+    print()
+    find = {(r["mode"], r["clients"]): r for r in rows}
+    bat, unb = find.get(("batched", 32)), find.get(("unbatched", 32))
+    if bat and unb:
+        ratio = bat["images_per_s"] / unb["images_per_s"]
+        print(f"  goal, 32 clients, batched >= 3x unbatched: {ratio:.2f}x ({'met' if ratio >= 3 else 'missed'})")
+    if bat:
+        print(f"  goal, 32 clients, batched >= 0.6x bare at its mean batch: {bat['server_over_bare']:.2f}x "
+              f"({'met' if bat['server_over_bare'] >= 0.6 else 'missed'})")
+        bound = args.max_delay + 3 * bat["bare_batch_ms"]
+        print(f"  goal, 32 clients, batched p99 <= max-delay + 3x bare batch time = {bound:.2f} ms: "
+              f"{bat['p99_ms']:.2f} ms ({'met' if bat['p99_ms'] <= bound else 'missed'})")
+    one_b, one_u = find.get(("batched", 1)), find.get(("unbatched", 1))
+    if one_b and one_u:
+        ratio = one_b["p50_ms"] / one_u["p50_ms"]
+        print(f"  goal, 1 client, batched p50 within 10% of unbatched: {ratio:.2f}x ({'met' if ratio <= 1.1 else 'missed'})")
     print(f"  bytes per request: {per_req:.0f} (z {z_per_image * args.batch} + header {per_req - z_per_image * args.batch:.0f})")
     print(f"  raw image: {raw_bytes} bytes per image (uint8 RGB), PNG {len(png.getvalue())} bytes; "
           f"z / raw image = {z_per_image / raw_bytes:.2f}x, request / raw images = {per_req / (raw_bytes * args.batch):.2f}x")
     print(f"  parsing one request body: binary {t_bin * 1e6:.1f} us, JSON list of floats {t_json * 1e6:.1f} us "
           f"({t_json / t_bin:.0f}x slower)")
+    n_err = sum(r["errors"] for r in rows)
     print(f"  errors: {n_err}")
+    if args.json:
+        args.json.write_text(json.dumps({"run": str(run_dir), "bare": {b: {"images_per_s": r, "batch_ms": t * 1000}
+                                                                       for b, (r, t) in bare.items()},
+                                         "rows": rows}, indent=1))
     tmp.cleanup()
     return 1 if n_err else 0
 
