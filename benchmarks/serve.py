@@ -12,7 +12,9 @@ only), once per mode (``batched``: the default dynamic batching; ``unbatched``:
 HTTP connections. For each mode and number of clients it prints requests/s,
 images/s, p50/p99 latency, the mean batch the server formed (from its
 ``/metrics``), the bare task network's images/s at that batch (the heads alone,
-in this process, with the server's torch threads) and the ratio server / bare.
+in this process, with the server's torch threads), the ratio server / bare,
+and the CPU time per request of the server process and of the clients (the two
+share the machine's cores, so a busy client slows the server).
 Then the goals of the serving issue, each with its figures: at 32 clients
 batched >= 3x unbatched and >= 0.6x bare, p99 <= max-delay + 3x the bare batch's
 time; at 1 client batched p50 within 10% of unbatched. Also printed: bytes per
@@ -91,11 +93,14 @@ def bare_rate(net, head: str, z: np.ndarray, batch: int, seconds: float = 0.6) -
     return batch / t, t
 
 
-def formed_batches(http) -> tuple[float, float]:
+def formed_batches(port: int) -> tuple[float, float]:
     """(samples, forward passes) so far, from the server's privsplit_formed_batch_size histogram."""
-    conn = http._conn()
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)  # a new one: an idle one is closed (keep-alive)
     conn.request("GET", "/metrics")
     text = conn.getresponse().read().decode()
+    conn.close()
     total = re.search(r"^privsplit_formed_batch_size_sum (\S+)$", text, re.M)
     count = re.search(r"^privsplit_formed_batch_size_count (\S+)$", text, re.M)
     return (float(total.group(1)), float(count.group(1))) if total and count else (math.nan, math.nan)
@@ -127,9 +132,20 @@ def start_server(run_dir: Path, args: argparse.Namespace, batched: bool):
             time.sleep(0.2)
 
 
-def drive(url: str, bodies: list[bytes], clients: int, batch: int, seconds: float, warmup: float) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return math.nan
+
+
+def drive(url: str, server_pid: int, bodies: list[bytes], clients: int, batch: int, seconds: float,
+          warmup: float) -> dict:
     """``clients`` threads, each sending one request after another for ``warmup`` + ``seconds``;
-    what was answered in the last ``seconds`` counts."""
+    what was answered in the last ``seconds`` counts, and the CPU time the server and the
+    clients (this process) spent meanwhile."""
     from privsplit_edge.client import Http
     from privsplit_edge.errors import EdgeError
 
@@ -158,7 +174,7 @@ def drive(url: str, bodies: list[bytes], clients: int, batch: int, seconds: floa
                 errors[k] += not ok
             i += clients
 
-    metrics = Http(url, timeout=30)
+    port = int(url.rsplit(":", 1)[1])
     threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
     for t in threads:
         t.start()
@@ -166,9 +182,11 @@ def drive(url: str, bodies: list[bytes], clients: int, batch: int, seconds: floa
     window[0], window[1] = now + warmup, now + warmup + seconds
     barrier.wait()
     time.sleep(max(0.0, window[0] - time.perf_counter()))
-    before = formed_batches(metrics)
+    before = formed_batches(port)
+    cpu = cpu_seconds(server_pid), time.process_time()
     time.sleep(max(0.0, window[1] - time.perf_counter()))
-    after = formed_batches(metrics)
+    cpu = cpu_seconds(server_pid) - cpu[0], time.process_time() - cpu[1]
+    after = formed_batches(port)
     for t in threads:
         t.join()
     lat = np.array([v for lst in latencies for v in lst]) * 1000
@@ -179,6 +197,8 @@ def drive(url: str, bodies: list[bytes], clients: int, batch: int, seconds: floa
         "p50_ms": float(np.percentile(lat, 50)) if len(lat) else math.nan,
         "p99_ms": float(np.percentile(lat, 99)) if len(lat) else math.nan,
         "mean_formed_batch": (after[0] - before[0]) / passes if passes > 0 else math.nan,
+        "server_cpu_ms_per_request": cpu[0] * 1000 / len(lat) if len(lat) else math.nan,
+        "client_cpu_ms_per_request": cpu[1] * 1000 / len(lat) if len(lat) else math.nan,
     }
 
 
@@ -261,7 +281,7 @@ def main() -> int:
         server, url = start_server(run_dir, args, mode == "batched")
         try:
             for clients in args.clients:
-                row = {"mode": mode, **drive(url, bodies, clients, args.batch, args.seconds, args.warmup)}
+                row = {"mode": mode, **drive(url, server.pid, bodies, clients, args.batch, args.seconds, args.warmup)}
                 formed = row["mean_formed_batch"]
                 b = max(1, round(formed)) if math.isfinite(formed) else args.batch
                 row["bare_batch"] = b
@@ -286,12 +306,14 @@ def main() -> int:
     print("  bare task network (in-process): " + ", ".join(
         f"batch {b} {r:.0f} images/s ({t * 1000:.2f} ms)" for b, (r, t) in sorted(bare.items())))
     print()
-    print("  | mode | clients | req/s | images/s | p50 ms | p99 ms | mean batch | bare images/s at it | server / bare | errors |")
-    print("  |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("  | mode | clients | req/s | images/s | p50 ms | p99 ms | mean batch | bare images/s at it | server / bare "
+          "| CPU ms per request: server, clients | errors |")
+    print("  |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"  | {r['mode']} | {r['clients']} | {r['requests_per_s']:.0f} | {r['images_per_s']:.0f} | "
               f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['mean_formed_batch']:.1f} | "
-              f"{r['bare_images_per_s']:.0f} (batch {r['bare_batch']}) | {r['server_over_bare']:.2f} | {r['errors']} |")
+              f"{r['bare_images_per_s']:.0f} (batch {r['bare_batch']}) | {r['server_over_bare']:.2f} | "
+              f"{r['server_cpu_ms_per_request']:.2f}, {r['client_cpu_ms_per_request']:.2f} | {r['errors']} |")
     print()
     find = {(r["mode"], r["clients"]): r for r in rows}
     bat, unb = find.get(("batched", 32)), find.get(("unbatched", 32))
