@@ -218,7 +218,7 @@ class AttackOptions:
     augment: bool = False
     inversion_steps: int = 400
     inversion_lr: float = 0.1
-    inversion_tv: float = 0.03
+    inversion_tv: float = 1.0
     out_dir: Path | None = None
     progress: bool | None = None
     log: Callable[[str], None] = print

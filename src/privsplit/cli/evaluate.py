@@ -73,9 +73,9 @@ def _common_args(p: argparse.ArgumentParser, default_out: str = "RUN_DIR/eval/")
                    "earlier when its objective stops falling (default 400)")
     p.add_argument("--inversion-lr", type=float, default=0.1, metavar="LR",
                    help="inversion / model_space attacks: Adam learning rate on pixels in [0, 1] (default 0.1)")
-    p.add_argument("--inversion-tv", type=float, default=0.03, metavar="W",
+    p.add_argument("--inversion-tv", type=float, default=1.0, metavar="W",
                    help="inversion / model_space attacks: weight of the total-variation image prior, 0 for none "
-                   "(default 0.03)")
+                   "(default 1, chosen on CIFAR-10 no_noise validation images)")
     p.add_argument("--target", default="private", help="label the attribute attack predicts (default private)")
     p.add_argument("--seed", type=flag(int, ge=0), default=0, help="seed of the obfuscator's random ops and the attackers (default 0)")
     add_lpips(p)
