@@ -88,6 +88,13 @@ def test_cli_defaults_match_the_library():
     for name in ("DEFAULT_MAX_BATCH", "DEFAULT_BODY_TIMEOUT", "DEFAULT_HEADER_TIMEOUT", "DEFAULT_KEEP_ALIVE",
                  "DEFAULT_MAX_CONNECTIONS"):
         assert getattr(cli_serve, name) == getattr(server, name), name
+    from privsplit.attacks.base import AttackOptions
+    from privsplit.cli import build_parser
+
+    for command in ("evaluate", "attack"):
+        args = build_parser().parse_args([command, "RUN"] + (["--attack", "inversion"] if command == "attack" else []))
+        for name in ("inversion_steps", "inversion_lr", "inversion_tv"):
+            assert getattr(args, name) == getattr(AttackOptions, name), (command, name)
 
 
 def test_edge_package_imports_only_the_standard_library_and_its_dependencies():

@@ -78,9 +78,9 @@ class InversionSettings:
         surrogate_lr: Adam learning rate of the surrogate client (model-space attack).
     """
 
-    steps: int = 400
-    lr: float = 0.1
-    tv: float = 1.0
+    steps: int = AttackOptions.inversion_steps
+    lr: float = AttackOptions.inversion_lr
+    tv: float = AttackOptions.inversion_tv
     batch_size: int = 128
     draws: int = 1
     surrogate_lr: float = 1e-3
