@@ -284,8 +284,8 @@ def main() -> int:
                 row = {"mode": mode, **drive(url, server.pid, bodies, clients, args.batch, args.seconds, args.warmup)}
                 formed = row["mean_formed_batch"]
                 b = max(1, round(formed)) if math.isfinite(formed) else args.batch
-                row["bare_batch"] = b
-                row["bare_images_per_s"], row["bare_batch_ms"] = bare_at(b)[0], bare_at(b)[1] * 1000
+                rate, seconds = bare_at(b)
+                row.update(bare_batch=b, bare_images_per_s=rate, bare_batch_ms=seconds * 1000)
                 row["server_over_bare"] = row["images_per_s"] / row["bare_images_per_s"]
                 rows.append(row)
                 print(f"  {mode:9s} {clients:3d} clients: {row['requests_per_s']:7.1f} req/s, "
