@@ -117,3 +117,16 @@ def test_the_walker_reads_the_package():
 def test_privsplit_imports_form_no_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_xdist_workers_run_torch_on_one_thread():
+    """Each of the README's two pytest workers uses one core: a library imported at collection
+    (dcor did) must not leave torch on more threads, or the two workers contend for the cores."""
+    import os
+
+    import pytest
+    import torch
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        pytest.skip("only under pytest-xdist (-n 2)")
+    assert torch.get_num_threads() == 1
