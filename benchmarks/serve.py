@@ -114,7 +114,7 @@ def start_server(run_dir: Path, args: argparse.Namespace, batched: bool):
     port = free_port()
     cmd = [sys.executable, "-m", "privsplit", "serve", str(run_dir), "--port", str(port),
            "--max-batch", str(max(args.batch, 64)), "--threads", str(args.server_threads),
-           "--max-connections", str(max(100, 2 * max(args.clients)))]
+           "--max-connections", str(max(100, 2 * max(args.clients))), "--workers", str(args.workers)]
     cmd += ["--batch-samples", str(args.batch_samples), "--max-delay", str(args.max_delay)] if batched \
         else ["--no-batching"]
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ})
@@ -133,10 +133,21 @@ def start_server(run_dir: Path, args: argparse.Namespace, batched: bool):
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (Linux /proc; NaN elsewhere)."""
+    """User + system CPU seconds of process ``pid`` and its children (``--workers``) so far
+    (Linux /proc; NaN elsewhere)."""
+    def stat(p: int | str) -> list[str]:
+        return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for entry in [pid, *(e for e in os.listdir("/proc") if e.isdigit())]:
+            try:
+                fields = stat(entry)
+            except OSError:
+                continue  # gone meanwhile
+            if entry == pid or int(fields[1]) == pid:
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
     except (OSError, ValueError, IndexError):
         return math.nan
 
@@ -215,12 +226,14 @@ def main() -> int:
     ap.add_argument("--float16", action="store_true", help="send z as float16")
     ap.add_argument("--server-threads", type=int, default=1,
                     help="torch threads in the server process, and for the bare task network (default 1)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="the server's --workers (default 1), each with --server-threads torch threads")
     ap.add_argument("--batch-samples", type=int, default=64, help="the server's --batch-samples (default 64)")
     ap.add_argument("--max-delay", type=float, default=2.0, help="the server's --max-delay in ms (default 2)")
     ap.add_argument("--json", type=Path, metavar="FILE", help="also write every figure to FILE as JSON")
     args = ap.parse_args()
-    if args.batch < 1 or args.seconds <= 0 or args.warmup < 0 or args.server_threads < 1:
-        ap.error("--batch and --server-threads must be >= 1, --seconds > 0 and --warmup >= 0")
+    if args.batch < 1 or args.seconds <= 0 or args.warmup < 0 or args.server_threads < 1 or args.workers < 1:
+        ap.error("--batch, --server-threads and --workers must be >= 1, --seconds > 0 and --warmup >= 0")
 
     import torch
     from PIL import Image
@@ -299,7 +312,8 @@ def main() -> int:
     z_per_image = math.prod(run.model.obfuscator.z_shape) * (2 if args.float16 else 4)
     print(f"privsplit serve benchmark: {run_dir}" + ("" if args.run else " (tiny digits run trained for this benchmark)"))
     print(f"  model: {cfg.model.backbone} split {cfg.model.split}, z {tuple(run.model.obfuscator.z_shape)} {dtype}, "
-          f"image {c}x{h}x{w}; server: 1 uvicorn process, {args.server_threads} torch thread(s), 127.0.0.1; "
+          f"image {c}x{h}x{w}; server: {args.workers} worker process(es), {args.server_threads} torch thread(s) "
+          f"each, 127.0.0.1; "
           f"batched: --batch-samples {args.batch_samples} --max-delay {args.max_delay:g}")
     print(f"  load: {args.batch} image(s) per request, {args.seconds:g} s timed after {args.warmup:g} s warm-up "
           f"per row; {os.cpu_count()} CPU cores shared by server and clients")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import socket
 
+from privsplit_edge.protocol import is_loopback
+
 from ..errors import PrivsplitError
 from ..serve.protocol import (  # torch-free: --help shows them without importing the server
     DEFAULT_BATCH_SAMPLES,
@@ -16,51 +18,96 @@ from ..serve.protocol import (  # torch-free: --help shows them without importin
     DEFAULT_MAX_DELAY_MS,
     QUEUE_BATCHES,
 )
+from ..serve.settings import check_int, read_token
+from ..serve.workers import WorkerSpec, threads_per_worker
 from .common import add_device, resolve_device_flag, set_threads
 
 
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from ..serve.server import TaskNetwork, check_int, create_app, is_loopback, read_token, uvicorn_config
-
+    check_int("--workers", args.workers, 1)
     if args.threads is not None:
         check_int("--threads", args.threads, 1)
+    threads = threads_per_worker(args.workers, args.threads, args.oversubscribe)
     token = read_token(args.token_file) if args.token_file else None
     if token is None and not is_loopback(args.host):
         raise PrivsplitError(
             f"refusing to serve on {args.host} without a token: anyone on the network could use it. "
             "Give --token-file FILE, or bind to 127.0.0.1"
         )
-    set_threads(args.threads)
+    if args.workers == 1:
+        server, line = build(WorkerSpec(0, 1, build, args, token, threads, args.max_connections, args.queue_samples))
+        sock = listen(args.host, args.port)
+        print(line.replace("{port}", str(sock.getsockname()[1])), flush=True)
+        server.run(sockets=[sock])
+        return 0
+    return serve_workers(args, token, threads)
+
+
+def serve_workers(args: argparse.Namespace, token: str | None, threads: int | None) -> int:
+    """``--workers N``: N processes on one socket, each with its share of the limits (:mod:`privsplit.serve.workers`)."""
+    from ..serve.transport import check_tls
+    from ..serve.workers import Supervisor, shares
+
+    n = args.workers
+    if args.max_connections < n:
+        raise PrivsplitError(f"--max-connections {args.max_connections} is fewer than --workers {n}: each worker "
+                             "needs at least one connection (the cap is the server's, split among the workers)")
+    queues: list[int | None] = [None] * n  # None: each worker its default queue
+    if args.queue_samples is not None:
+        queues = shares(args.queue_samples, n)  # type: ignore[assignment]
+        least = max(args.batch_samples, args.max_batch)
+        if min(queues) < least:  # type: ignore[type-var]
+            raise PrivsplitError(
+                f"--queue-samples {args.queue_samples} over --workers {n} leaves {min(queues)} samples for a "
+                f"worker, under one full batch and one largest request ({least}): give at least {least * n}, or "
+                "leave it out (each worker then queues its default)")
+    check_tls(args.tls_cert, args.tls_key)  # a bad pair is one line before any process starts
+    specs = [WorkerSpec(i, n, build, args, token, threads, cap, queue)
+             for i, (cap, queue) in enumerate(zip(shares(args.max_connections, n), queues))]
+    sock = listen(args.host, args.port)
+    port = sock.getsockname()[1]
+
+    def ready(line: str) -> None:
+        each = f"{threads} torch thread(s) each" if threads else "torch's default threads each"
+        print(f"{line.replace('{port}', str(port))} [{n} worker processes, {each}]", flush=True)
+
+    return Supervisor(specs, sock, say=lambda line: print(line, flush=True), metrics=not args.no_metrics).run(ready)
+
+
+def build(spec: "WorkerSpec") -> tuple[object, str]:
+    """The ``uvicorn.Server`` for one worker (the only one without ``--workers``), and the line
+    that says what it serves (``{port}`` left to fill in: the socket is bound elsewhere)."""
+    import uvicorn
+
+    from ..serve.server import TaskNetwork, create_app, uvicorn_config
+
+    args = spec.settings
+    set_threads(spec.threads)
     device = resolve_device_flag(args.device)
-    app = create_app(TaskNetwork(args.run_dir, device=device), token, args.max_batch, args.max_body_bytes, args.body_timeout,
-                     metrics=not args.no_metrics, access_log=args.access_log,
-                     on_stop=lambda line: print(line, flush=True), batching=not args.no_batching,
-                     batch_samples=args.batch_samples, max_delay_ms=args.max_delay, queue_samples=args.queue_samples)
+    who = f"{spec.name}: " if spec.count > 1 else ""
+    app = create_app(TaskNetwork(args.run_dir, device=device), spec.token, args.max_batch, args.max_body_bytes,
+                     args.body_timeout, metrics=not args.no_metrics, access_log=args.access_log,
+                     on_stop=lambda line: print(who + line, flush=True), batching=not args.no_batching,
+                     batch_samples=args.batch_samples, max_delay_ms=args.max_delay, queue_samples=spec.queue_samples)
     config = uvicorn_config(
         app, args.host, args.port, header_timeout=args.header_timeout, keep_alive=args.keep_alive,
-        max_connections=args.max_connections, log_level=args.log_level,
+        max_connections=spec.max_connections, log_level=args.log_level,
         access_log=args.log_level == "debug" and not args.access_log,  # uvicorn's own; --access-log is ours
         tls_cert=args.tls_cert, tls_key=args.tls_key,
     )
     net: TaskNetwork = app.state.task_network
-    sock = listen(args.host, args.port)
     scheme = "https" if args.tls_cert else "http"
-    print(
+    line = (
         f"serving {args.run_dir} ({net.identity['method']}, {net.identity['backbone']} split {net.identity['split']}, "
-        f"z {tuple(net.z_shape)}, heads {', '.join(net.info)}, on {device}) on {scheme}://{args.host}:{args.port} "
-        f"({'bearer token required' if token else 'no token: loopback only'}; timeouts: header "
+        f"z {tuple(net.z_shape)}, heads {', '.join(net.info)}, on {device}) on {scheme}://{args.host}:{{port}} "
+        f"({'bearer token required' if spec.token else 'no token: loopback only'}; timeouts: header "
         f"{args.header_timeout:g} s, body {args.body_timeout:g} s, keep-alive {args.keep_alive:g} s; "
-        f"at most {args.max_connections} connections; "
-        f"{batching(app)}; "
-        f"{'no metrics' if args.no_metrics else 'Prometheus metrics at /metrics' + (', token required' if token else '')}"
-        f"{'; access log on stdout' if args.access_log else ''})",
-        flush=True,
+        f"at most {args.max_connections} connections{', split among the workers' if spec.count > 1 else ''}; "
+        f"{batching(app)}{' per worker' if spec.count > 1 and app.state.batcher is not None else ''}; "
+        f"{'no metrics' if args.no_metrics else 'Prometheus metrics at /metrics' + (', token required' if spec.token else '')}"
+        f"{'; access log on stdout' if args.access_log else ''})"
     )
-    uvicorn.Server(config).run(sockets=[sock])
-    return 0
+    return uvicorn.Server(config), line
 
 
 def batching(app) -> str:
@@ -127,7 +174,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="serve HTTPS with this certificate (PEM; with --tls-key): the token and every z are "
                    "encrypted on the wire. Clients verify it (--ca-file for a self-signed one)")
     p.add_argument("--tls-key", metavar="FILE.pem", help="the certificate's private key (PEM, not encrypted)")
-    p.add_argument("--threads", type=int, help="torch threads for the heads (default: torch's)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="worker processes answering on the one socket (default 1). Each loads the task network "
+                   "and takes a share of --max-connections and --queue-samples, so the limits stay the server's; "
+                   "/metrics sums all workers; a worker that dies is replaced")
+    p.add_argument("--threads", type=int,
+                   help="torch threads for the heads, in each worker (default: torch's; with --workers N, the "
+                   "cores divided by N)")
+    p.add_argument("--oversubscribe", action="store_true",
+                   help="allow --workers x --threads over this machine's cores (refused otherwise: they would "
+                   "contend for the cores)")
     add_device(p, "the task network runs", default="cpu", default_text="cpu")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.add_argument("--access-log", action="store_true",

@@ -5,6 +5,7 @@ that a flood of bad clients cannot multiply (:class:`LogLimiter`)."""
 import asyncio
 import logging
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -78,6 +79,10 @@ class ServerMetrics:
     Every label value comes from a fixed set (:data:`ENDPOINTS`, the statuses the
     server sends, :data:`REFUSAL_KINDS`): hostile requests move counts, never add series.
 
+    Under ``privsplit serve --workers N`` (the environment variable
+    ``PROMETHEUS_MULTIPROC_DIR`` set before prometheus-client was imported) the
+    values live in that folder and :meth:`exposition` sums every worker's.
+
     Raises:
         PrivsplitError: ``prometheus=True`` and prometheus-client is not installed.
     """
@@ -98,6 +103,7 @@ class ServerMetrics:
             import prometheus_client as prom
         except ImportError:
             raise PrivsplitError(PROMETHEUS_MISSING) from None
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = r = prom.CollectorRegistry()
         self._requests = prom.Counter("privsplit_requests", "HTTP requests answered, by endpoint and status",
                                       ["endpoint", "status"], registry=r)
@@ -116,14 +122,17 @@ class ServerMetrics:
         self._formed = prom.Histogram("privsplit_formed_batch_size",
                                       "samples per forward pass of the task network (with batching: of several "
                                       "requests)", buckets=formed, registry=r)
-        self._in_flight = prom.Gauge("privsplit_requests_in_flight", "requests being answered now", registry=r)
-        self._connections = prom.Gauge("privsplit_connections_open", "open client connections", registry=r)
-        prom.Gauge("privsplit_start_time_seconds", "when the server started (Unix time)",
-                   registry=r).set(time.time())
+        # multiprocess_mode: how the workers' values add up (ignored with one process).
+        self._in_flight = prom.Gauge("privsplit_requests_in_flight", "requests being answered now", registry=r,
+                                     multiprocess_mode="livesum")
+        self._connections = prom.Gauge("privsplit_connections_open", "open client connections", registry=r,
+                                       multiprocess_mode="livesum")
+        prom.Gauge("privsplit_start_time_seconds", "when the server started (Unix time)", registry=r,
+                   multiprocess_mode="min").set(time.time())
         if identity:
             keys = ("method", "backbone", "split")
             prom.Gauge("privsplit_model_info", "the run this server answers for (always 1)", keys,
-                       registry=r).labels(*(str(identity.get(k, ""))[:64] for k in keys)).set(1)
+                       registry=r, multiprocess_mode="max").labels(*(str(identity.get(k, ""))[:64] for k in keys)).set(1)
 
     def request_started(self) -> None:
         self.in_flight += 1
@@ -163,7 +172,13 @@ class ServerMetrics:
         """The metrics in the Prometheus text format, and its content type."""
         import prometheus_client as prom
 
-        return prom.generate_latest(self.registry), prom.CONTENT_TYPE_LATEST
+        registry = self.registry
+        if self.multiprocess:  # every worker's values, read from their files
+            from prometheus_client import multiprocess
+
+            registry = prom.CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return prom.generate_latest(registry), prom.CONTENT_TYPE_LATEST
 
     def summary(self) -> str:
         """``up 12 s: 42 request(s) answered (200: 40, 401: 2); refused: unauthorized 2``"""

@@ -51,6 +51,9 @@ disagree about where the body ends, the classic request-smuggling vector).
 
 With ``--tls-cert``/``--tls-key`` the server speaks HTTPS only.
 
+With ``--workers N``, N processes answer on one socket and the limits above are
+the server's, split among them (:mod:`privsplit.serve.workers`).
+
 Observability: ``GET /metrics`` answers in the Prometheus text format (the
 ``prometheus-client`` library, extra ``[serve]``): requests by endpoint and
 status, refusals by kind, a latency histogram per endpoint, the batch sizes of
