@@ -124,10 +124,13 @@ def test_kill_9_then_rerun_keeps_finished_trial(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ctrl_c_mid_trial_then_rerun_retries_it(tmp_path: Path) -> None:
-    cmd = _cmd(tmp_path, "--trials", "1", "--set", "train.epochs=2", "--set", "data.limit_train=200")
+    # Four epochs, interrupted a moment after the first: well inside training, away from the end
+    # of an epoch (two epochs were too few once the workers ran one thread each: the trial finished).
+    cmd = _cmd(tmp_path, "--trials", "1", "--set", "train.epochs=4", "--set", "data.limit_train=200")
     p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while "epoch 1/2" not in (line := p.stdout.readline()):  # mid-trial
+    while "epoch 1/4" not in (line := p.stdout.readline()):  # mid-trial
         assert line, "the study ended before its first epoch did"
+    time.sleep(0.2)
     p.send_signal(signal.SIGINT)
     assert p.wait(timeout=300) == 130 and "interrupted" in p.stderr.read()
     r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
