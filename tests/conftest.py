@@ -21,6 +21,7 @@ def pytest_collection_finish(session):
 
         torch.set_num_threads(1)
 
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # A run small enough for unit tests: 16x16 digits, a few batches.

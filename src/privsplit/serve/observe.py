@@ -103,8 +103,13 @@ class ServerMetrics:
             import prometheus_client as prom
         except ImportError:
             raise PrivsplitError(PROMETHEUS_MISSING) from None
-        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = r = prom.CollectorRegistry()
+        self._exposed = r  # what /metrics shows: this registry, or every worker's files under --workers
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            self._exposed = prom.CollectorRegistry()
+            multiprocess.MultiProcessCollector(self._exposed)
         self._requests = prom.Counter("privsplit_requests", "HTTP requests answered, by endpoint and status",
                                       ["endpoint", "status"], registry=r)
         self._refusals = prom.Counter("privsplit_refusals", "requests or connections refused or cut off, by kind",
@@ -172,13 +177,7 @@ class ServerMetrics:
         """The metrics in the Prometheus text format, and its content type."""
         import prometheus_client as prom
 
-        registry = self.registry
-        if self.multiprocess:  # every worker's values, read from their files
-            from prometheus_client import multiprocess
-
-            registry = prom.CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-        return prom.generate_latest(registry), prom.CONTENT_TYPE_LATEST
+        return prom.generate_latest(self._exposed), prom.CONTENT_TYPE_LATEST
 
     def summary(self) -> str:
         """``up 12 s: 42 request(s) answered (200: 40, 401: 2); refused: unauthorized 2``"""

@@ -49,7 +49,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import PrivsplitError
@@ -104,7 +104,6 @@ class WorkerSpec:
     threads: int | None
     max_connections: int
     queue_samples: int | None
-    extra: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -140,7 +139,6 @@ class _Worker:
     spec: WorkerSpec
     process: Any
     conn: multiprocessing.connection.Connection
-    ready: bool = False
 
 
 class Supervisor:
@@ -194,7 +192,6 @@ class Supervisor:
                 raise PrivsplitError(f"{w.spec.name} exited while loading the run ({_exit_text(w.process)})") from None
             if kind == "error":
                 raise PrivsplitError(text)
-            w.ready = True
             description = description or text
         return description
 
