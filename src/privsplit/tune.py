@@ -59,6 +59,7 @@ class TuneOptions:
     device: str = "cpu"
     confirm: bool = False
     progress: bool | None = None
+    references: list[str] = field(default_factory=list)  # configs measured at the study's budget, for comparison
 
 
 def parse_objectives(text: str) -> list[Objective]:
@@ -217,6 +218,14 @@ def tune(options: TuneOptions, log: Any = print) -> dict[str, Any]:
     targets = [parse_target(t, objectives) for t in options.targets]
     base = load_config(options.config, options.overrides)
     check_space(options.space, base)
+    references = {}
+    for r in options.references:
+        try:
+            references[reference_name(r)] = load_config(r, options.overrides)
+        except ConfigError as e:
+            raise ConfigError(f"--reference {r}: {e}") from None
+    if len(references) != len(options.references):
+        raise ConfigError(f"--reference names the same config twice: {', '.join(options.references)}")
     if not 0 < options.val_fraction < 1:
         raise ConfigError(f"--val-fraction must be between 0 and 1 (exclusive), got {options.val_fraction}")
     if options.prune_margin is not None and not 0 <= options.prune_margin <= 1:
@@ -272,18 +281,25 @@ def tune(options: TuneOptions, log: Any = print) -> dict[str, Any]:
                                          f"{100 * options.prune_margin:g} points below the best finished trial's "
                                          f"{100 * best:.1f}% (--prune-margin)")
 
-    def objective(trial: Any) -> list[float]:
-        params = sample(trial, options.space)
-        cfg = trial_config(params, options.val_fraction)
-        run_dir = out / "trials" / f"trial-{trial.number:04d}"
-        trial.set_user_attr("run_dir", str(run_dir))
-        train(cfg, run_dir, progress=options.progress, callbacks=[Epochs(trial)], log=lambda _m: None)
+    def measure(cfg: Config, run_dir: Path, callbacks: list[Any]) -> tuple[list[float], int]:
+        """Train ``cfg`` on the training split less the validation share and attack it on that share:
+        the objectives and the number of validation images they were measured on."""
         from .evaluate import evaluate_run
 
+        train(cfg, run_dir, resume=RunDir(run_dir).is_run(), progress=options.progress, callbacks=callbacks,
+              log=lambda _m: None)
         results = evaluate_run(run_dir, EvalOptions(attacks=("attribute",), attack=attack, seed=options.seed,
                                                     latency_repeats=0, device=options.device,
                                                     progress=options.progress, log=lambda _m: None))
-        return trial_figures(results, objectives)
+        return trial_figures(results, objectives), int(results["n_test"])
+
+    def objective(trial: Any) -> list[float]:
+        params = sample(trial, options.space)
+        run_dir = out / "trials" / f"trial-{trial.number:04d}"
+        trial.set_user_attr("run_dir", str(run_dir))
+        values, n = measure(trial_config(params, options.val_fraction), run_dir, [Epochs(trial)])
+        trial.set_user_attr("n_val", n)
+        return values
 
     def run_trial() -> Any:
         """Ask Optuna for one trial, run it and tell the outcome: complete; pruned or failed (diverged) with its
@@ -327,7 +343,87 @@ def tune(options: TuneOptions, log: Any = print) -> dict[str, Any]:
         if t.user_attrs.get("surplus"):
             break
         report_line(t)
-    return write_report(study, objectives, targets, options, out, base, trial_config, log)
+    measured = {name: measure_reference(name, ref, out, objectives, options, measure, log)
+                for name, ref in references.items()}
+    return write_report(study, objectives, targets, options, out, base, trial_config, log, measured)
+
+
+def reference_name(config: str) -> str:
+    """The folder and label of a --reference: the config's file stem (``cifar10_rn18_3_robust``)."""
+    return Path(config).stem
+
+
+def measure_reference(name: str, cfg: Config, out: Path, objectives: list[Objective], options: TuneOptions,
+                      measure: Any, log: Any) -> dict[str, Any] | None:
+    """A --reference config at the study's budget, trained and attacked like a trial (once: its figures are
+    kept in OUT/references/NAME/figures.json). None while another process of the study measures it."""
+    import json
+
+    from .lock import FolderLock
+
+    run_dir = out / "references" / name
+    saved = run_dir / "figures.json"
+    lock = FolderLock(out / "references" / f".{name}.lock", "reference")
+    if not saved.is_file():
+        try:
+            lock.acquire()
+        except ConfigError:
+            if lock.owner() is None:
+                raise
+            log(f"reference {name}: being measured by another process of this study; left out of this report")
+            return None
+        try:
+            if not saved.is_file():
+                log(f"reference {name}: training and attacking it at the study's budget")
+                cfg = apply_overrides(cfg, [f"data.val_fraction={options.val_fraction}", f"train.device={options.device}"])
+                values, n = measure(cfg, run_dir, [])
+                saved.write_text(json.dumps({"n_val": n, **dict(zip((o.name for o in objectives), values))}))
+        finally:
+            lock.release()
+    named = json.loads(saved.read_text())
+    values = [float(named[o.name]) for o in objectives] if all(o.name in named for o in objectives) else None
+    if values is None:
+        raise ConfigError(f"{saved} holds {', '.join(named)}, not this study's objectives: delete {run_dir} "
+                          "to measure the reference again")
+    log(f"reference {name}: " + ", ".join(f"{o.name} {100 * v:.1f}%" for o, v in zip(objectives, values)))
+    return {"values": values, "n_val": int(named["n_val"])}
+
+
+def _se(share: float, n: int) -> float:
+    return math.sqrt(max(share * (1 - share), 0.0) / max(n, 1))
+
+
+def matches(trial: Any, reference: dict[str, Any], objectives: list[Objective]) -> bool:
+    """Whether a trial is at least as good as a reference on every objective, within one standard error of
+    their difference (two independent shares: sqrt(se_trial^2 + se_reference^2))."""
+    n_t, n_r = int(trial.user_attrs.get("n_val", reference["n_val"])), reference["n_val"]
+    for o, t, r in zip(objectives, trial.values, reference["values"]):
+        slack = math.hypot(_se(t, n_t), _se(r, n_r))
+        if (t < r - slack) if o.maximise else (t > r + slack):
+            return False
+    return True
+
+
+def reference_lines(references: dict[str, dict[str, Any] | None], complete: list[Any], pareto: set[int],
+                    objectives: list[Objective], options: TuneOptions) -> list[str]:
+    """The references' table: each one's figures at the study's budget and the Pareto trials that match it."""
+    if not references:
+        return ["Reference configs: none measured (--reference CONFIG trains and attacks one at this study's "
+                "budget, for comparison; their points at other budgets are in benchmarks/RESULTS.md)."]
+    lines = ["## References at the study's budget", "",
+             f"Trained and attacked like a trial (the study's --set overrides on top of each config). "
+             f"'matched by': Pareto trials at least as good on every objective, within one standard error of the "
+             f"difference.", "",
+             "| reference | " + " | ".join(o.name for o in objectives) + " | matched by |",
+             "|---|" + "---|" * (len(objectives) + 1)]
+    for name, ref in references.items():
+        if ref is None:
+            lines.append(f"| {name} | " + " | ".join("-" for _ in objectives) + " | being measured by another process |")
+            continue
+        by = [t.number for t in complete if t.number in pareto and matches(t, ref, objectives)]
+        lines.append(f"| {name} | " + " | ".join(f"{100 * v:.2f}%" for v in ref["values"]) + " | "
+                     + (", ".join(f"trial {n}" for n in by) or "**none**") + " |")
+    return lines
 
 
 def _outcome(t: Any) -> str:
@@ -341,7 +437,8 @@ def _fmt(v: Any) -> str:
 
 
 def write_report(study: Any, objectives: list[Objective], targets: list[tuple[str, str, float]],
-                 options: TuneOptions, out: Path, base: Config, trial_config: Any, log: Any) -> dict[str, Any]:
+                 options: TuneOptions, out: Path, base: Config, trial_config: Any, log: Any,
+                 references: dict[str, dict[str, Any] | None] | None = None) -> dict[str, Any]:
     import optuna
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -365,9 +462,8 @@ def write_report(study: Any, objectives: list[Objective], targets: list[tuple[st
     for t in others:
         if not t.user_attrs.get("surplus"):
             lines.append(f"\ntrial {t.number} {_outcome(t)}")
-    lines += ["", "Shipped configs: not measured at this budget (their measured points at other budgets are in "
-              "benchmarks/RESULTS.md).", ""]
-    if _plot(complete, pareto, objectives, out / "frontier.png"):
+    lines += ["", *reference_lines(references or {}, complete, pareto, objectives, options), ""]
+    if _plot(complete, pareto, objectives, out / "frontier.png", references or {}):
         lines.append("![frontier](frontier.png)")
     result: dict[str, Any] = {"feasible": best is not None, "trials": len(complete), "best": None}
     if best is not None:
@@ -411,7 +507,8 @@ def confirm(cfg: Config, best: Any, objectives: list[Objective], options: TuneOp
     return {"values": dict(zip((o.name for o in objectives), test)), "text": text}
 
 
-def _plot(trials: list[Any], pareto: set[int], objectives: list[Objective], path: Path) -> bool:
+def _plot(trials: list[Any], pareto: set[int], objectives: list[Objective], path: Path,
+          references: dict[str, dict[str, Any] | None]) -> bool:
     try:
         import matplotlib
 
@@ -429,10 +526,15 @@ def _plot(trials: list[Any], pareto: set[int], objectives: list[Objective], path
             on = t.number in pareto
             ax.scatter(100 * t.values[i], 100 * t.values[ui], c="tab:red" if on else "tab:grey", marker="*" if on else "o")
             ax.annotate(str(t.number), (100 * t.values[i], 100 * t.values[ui]), fontsize=7)
+        for name, ref in references.items():
+            if ref is not None:
+                point = (100 * ref["values"][i], 100 * ref["values"][ui])
+                ax.scatter(*point, c="black", marker="^")
+                ax.annotate(name, point, fontsize=7)
         ax.set_xlabel(f"{objectives[i].name} (%), lower is better")
         ax.set_ylabel("utility (%)")
         ax.grid(alpha=0.3)
-    fig.suptitle("privsplit tune: trials (red stars: Pareto-optimal)", fontsize=9)
+    fig.suptitle("privsplit tune: trials (red stars: Pareto-optimal; black triangles: references)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

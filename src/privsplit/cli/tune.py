@@ -12,7 +12,7 @@ EXAMPLES_TUNE = """\
 examples:
   privsplit tune --space space.yaml --trials 3 --set train.epochs=2 --out tune     # the built-in digits
   privsplit tune --config cifar10_rn18_3_robust --set data.root=/data/cifar10 --space space.yaml \\
-      --trials 20 --target "privacy@16<=0.25" --confirm
+      --trials 20 --target "privacy@16<=0.25" --reference cifar10_rn18_4_robust --confirm
 
 space.yaml names dotted config settings, each a range or a list of choices:
   reduction.0.sigma: {low: 1, high: 16, log: true}
@@ -48,7 +48,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                           storage=args.storage, study_name=args.study_name, val_fraction=args.val_fraction,
                           attack_epochs=args.attack_epochs, families=families, device=args.device or "cpu",
                           confirm=args.confirm, progress=False if args.no_progress else None, seed=args.seed,
-                          prune_margin=None if args.no_prune else args.prune_margin)
+                          prune_margin=None if args.no_prune else args.prune_margin, references=args.reference)
     result = tune(options)
     if result["best"] is None and args.target:
         import sys
@@ -92,6 +92,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "finished trial's after that epoch (default 0.25, i.e. 25 points)")
     p.add_argument("--no-prune", action="store_true", help="run every trial to its last epoch")
     p.add_argument("--seed", type=flag(int, ge=0), default=0, help="attackers' seed (default 0)")
+    p.add_argument("--reference", action="append", default=[], metavar="CONFIG",
+                   help="a config to measure beside the study at its budget (its own settings, the study's --set "
+                   "overrides on top), e.g. a shipped config; shown in the report and the plot with the Pareto "
+                   "trials that match it (repeatable; measured once, after the trials)")
     p.add_argument("--confirm", action="store_true",
                    help="retrain the chosen config on the whole training split and evaluate it once on the test split")
     add_threads(p)
