@@ -36,8 +36,10 @@ def test_bad_settings_are_one_line_errors(run_dir, tmp_path, monkeypatch):
         application(run_dir)
     with pytest.raises(PrivsplitError, match="replicas must be an integer at least 1"):
         application(run_dir, token=TOKEN, replicas=0)
-    with pytest.raises(PrivsplitError, match="max_delay_ms must be a number of milliseconds"):
+    with pytest.raises(PrivsplitError, match="max_delay_ms.* must be a number of milliseconds"):
         application(run_dir, allow_no_token=True, max_delay_ms=float("nan"))
+    with pytest.raises(PrivsplitError, match="queue_samples.* must be an integer at least 64"):
+        application(run_dir, token=TOKEN, queue_samples=3)  # checked as each replica will, before deploying
     with pytest.raises(PrivsplitError, match="not both"):
         application(run_dir, token=TOKEN, token_file=tmp_path / "t")
     with pytest.raises(PrivsplitError, match="not a privsplit run folder"):
@@ -48,6 +50,7 @@ def test_bad_settings_are_one_line_errors(run_dir, tmp_path, monkeypatch):
         app({"run_dir": str(run_dir), "replicas": "two"})
     with pytest.raises(PrivsplitError, match="must be true or false"):
         app({"run_dir": str(run_dir), "allow_no_token": "yes"})
+    assert app({"run_dir": str(run_dir), "allow_no_token": True}) is not None  # a bool from a Serve config file
     monkeypatch.setitem(sys.modules, "ray", None)  # ray not installed
     with pytest.raises(PrivsplitError, match=r"pip install 'privsplit\[ray\]'"):
         application(run_dir)
@@ -82,8 +85,9 @@ def test_two_replicas_answer_like_the_model_for_the_torch_and_edge_clients(run_d
         url = f"http://127.0.0.1:{port}"
 
         assert httpx.get(f"{url}/v1/health").status_code == 200
-        refused = httpx.get(f"{url}/v1/model")
-        assert refused.status_code == 401 and "bearer token" in refused.json()["error"]
+        for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789abcdef"}):
+            refused = httpx.get(f"{url}/v1/model", headers=headers)
+            assert refused.status_code == 401 and "bearer token" in refused.json()["error"]
         bad = httpx.post(f"{url}/v1/infer", content=b"not safetensors", headers={"Authorization": f"Bearer {TOKEN}"})
         assert bad.status_code == 400 and "expected" in bad.json()
 
@@ -113,6 +117,26 @@ def test_two_replicas_answer_like_the_model_for_the_torch_and_edge_clients(run_d
         edge, torch_res = json.loads(out.read_text()), json.loads(mine.read_text())
         np.testing.assert_allclose([e["probabilities"] for e in edge], [t["probabilities"] for t in torch_res],
                                    atol=1e-5)
+
+        # back-pressure: one replica holding one request in its queue and one running (the proxy two more);
+        # a burst beyond that is answered 503 with Retry-After at once, the rest answered, nothing left waiting
+        serve.run(app({"run_dir": str(run_dir), "token_file": str(token_file), "batch_samples": "1",
+                       "max_batch": "1", "queue_samples": "1"}), name=NAME, route_prefix="/")
+        from concurrent.futures import ThreadPoolExecutor
+
+        from privsplit.serve.protocol import encode_z, run_identity
+
+        body = encode_z(np.zeros((1, *run_identity(run_dir)["z_shape"]), np.float32))
+
+        def send(_: int) -> httpx.Response:
+            return httpx.post(f"{url}/v1/infer", content=body, timeout=60,
+                              headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/octet-stream"})
+
+        with ThreadPoolExecutor(48) as pool:
+            answers = list(pool.map(send, range(96)))
+        codes = [a.status_code for a in answers]
+        assert set(codes) <= {200, 503} and 200 in codes and 503 in codes, codes
+        assert all(a.headers.get("retry-after") for a in answers if a.status_code == 503)
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from .config import Config, apply_overrides, load_config
-from .errors import ConfigError, TrainingDiverged
+from .errors import ConfigError, PrivsplitError, TrainingDiverged
 from .queries import query_key
 from .rundir import RunDir
 
@@ -220,12 +220,16 @@ def tune(options: TuneOptions, log: Any = print) -> dict[str, Any]:
     check_space(options.space, base)
     references = {}
     for r in options.references:
+        if reference_name(r) in references:
+            raise ConfigError(f"--reference: two configs named {reference_name(r)!r} (file stems label them); "
+                              "rename one")
         try:
-            references[reference_name(r)] = load_config(r, options.overrides)
+            ref = load_config(r)
+            if ref.data.name != base.data.name:
+                raise ConfigError(f"it is a config for {ref.data.name}, the study's is for {base.data.name}")
+            references[reference_name(r)] = apply_overrides(ref, budget_overrides(base))
         except ConfigError as e:
             raise ConfigError(f"--reference {r}: {e}") from None
-    if len(references) != len(options.references):
-        raise ConfigError(f"--reference names the same config twice: {', '.join(options.references)}")
     if not 0 < options.val_fraction < 1:
         raise ConfigError(f"--val-fraction must be between 0 and 1 (exclusive), got {options.val_fraction}")
     if options.prune_margin is not None and not 0 <= options.prune_margin <= 1:
@@ -281,13 +285,12 @@ def tune(options: TuneOptions, log: Any = print) -> dict[str, Any]:
                                          f"{100 * options.prune_margin:g} points below the best finished trial's "
                                          f"{100 * best:.1f}% (--prune-margin)")
 
-    def measure(cfg: Config, run_dir: Path, callbacks: list[Any]) -> tuple[list[float], int]:
+    def measure(cfg: Config, run_dir: Path, callbacks: list[Any], resume: bool = False) -> tuple[list[float], int]:
         """Train ``cfg`` on the training split less the validation share and attack it on that share:
         the objectives and the number of validation images they were measured on."""
         from .evaluate import evaluate_run
 
-        train(cfg, run_dir, resume=RunDir(run_dir).is_run(), progress=options.progress, callbacks=callbacks,
-              log=lambda _m: None)
+        train(cfg, run_dir, resume=resume, progress=options.progress, callbacks=callbacks, log=lambda _m: None)
         results = evaluate_run(run_dir, EvalOptions(attacks=("attribute",), attack=attack, seed=options.seed,
                                                     latency_repeats=0, device=options.device,
                                                     progress=options.progress, log=lambda _m: None))
@@ -348,45 +351,68 @@ def tune(options: TuneOptions, log: Any = print) -> dict[str, Any]:
     return write_report(study, objectives, targets, options, out, base, trial_config, log, measured)
 
 
+BUDGET_KEYS = ("data.root", "data.limit_train", "data.limit_test", "data.split_seed", "data.image_size",
+               "train.epochs", "train.seed")
+
+
+def budget_overrides(base: Config) -> list[str]:
+    """The base config's data and epochs (after --set), for a --reference: the same images and training length."""
+    out = []
+    for key in BUDGET_KEYS:
+        section, name = key.split(".")
+        out.append(_override(key, getattr(getattr(base, section), name)))
+    return out
+
+
 def reference_name(config: str) -> str:
-    """The folder and label of a --reference: the config's file stem (``cifar10_rn18_3_robust``)."""
+    """The label of a --reference: the config's file stem (``cifar10_rn18_3_robust``)."""
     return Path(config).stem
 
 
 def measure_reference(name: str, cfg: Config, out: Path, objectives: list[Objective], options: TuneOptions,
-                      measure: Any, log: Any) -> dict[str, Any] | None:
-    """A --reference config at the study's budget, trained and attacked like a trial (once: its figures are
-    kept in OUT/references/NAME/figures.json). None while another process of the study measures it."""
+                      measure: Any, log: Any) -> dict[str, Any]:
+    """A --reference config at the study's budget, trained and attacked like a trial, once.
+
+    Its run and figures live in OUT/references/NAME-<fingerprint>, the fingerprint covering the resolved
+    config and everything that scores it (objectives, attackers, seed), so a rerun with other settings
+    measures it again instead of reusing old figures. Returns ``{"values", "n_val"}``, or ``{"error": why}``
+    when it failed or another process of the study holds it: the report says so, the study is kept."""
+    import hashlib
     import json
 
     from .lock import FolderLock
+    from .rundir import write_json
 
-    run_dir = out / "references" / name
+    cfg = apply_overrides(cfg, [f"data.val_fraction={options.val_fraction}", f"train.device={options.device}"])
+    scoring = {"config": cfg.to_dict(), "objectives": [o.name for o in objectives], "families": list(options.families),
+               "attack_epochs": options.attack_epochs, "seed": options.seed}
+    digest = hashlib.sha256(json.dumps(scoring, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    run_dir = out / "references" / f"{name}-{digest}"
     saved = run_dir / "figures.json"
-    lock = FolderLock(out / "references" / f".{name}.lock", "reference")
     if not saved.is_file():
+        lock = FolderLock(out / "references" / f".{name}-{digest}.lock", "reference")
         try:
             lock.acquire()
-        except ConfigError:
-            if lock.owner() is None:
-                raise
-            log(f"reference {name}: being measured by another process of this study; left out of this report")
-            return None
-        try:
+        except ConfigError as e:
             if not saved.is_file():
-                log(f"reference {name}: training and attacking it at the study's budget")
-                cfg = apply_overrides(cfg, [f"data.val_fraction={options.val_fraction}", f"train.device={options.device}"])
-                values, n = measure(cfg, run_dir, [])
-                saved.write_text(json.dumps({"n_val": n, **dict(zip((o.name for o in objectives), values))}))
-        finally:
-            lock.release()
+                log(f"reference {name}: not measured by this process: {e}")
+                return {"error": f"held by another process ({lock.path})"}
+        else:
+            try:
+                if not saved.is_file():
+                    log(f"reference {name}: training and attacking it at the study's budget ({cfg.train.epochs} "
+                        f"epoch(s)) in {run_dir}")
+                    values, n = measure(cfg, run_dir, [], resume=RunDir(run_dir).is_run())
+                    write_json(saved, {"n_val": n, **dict(zip((o.name for o in objectives), values)), **scoring})
+            except (PrivsplitError, TrainingDiverged) as e:
+                log(f"reference {name}: failed: {e}")
+                return {"error": f"failed: {' '.join(str(e).split())[:200]}"}
+            finally:
+                lock.release()
     named = json.loads(saved.read_text())
-    values = [float(named[o.name]) for o in objectives] if all(o.name in named for o in objectives) else None
-    if values is None:
-        raise ConfigError(f"{saved} holds {', '.join(named)}, not this study's objectives: delete {run_dir} "
-                          "to measure the reference again")
+    values = [float(named[o.name]) for o in objectives]
     log(f"reference {name}: " + ", ".join(f"{o.name} {100 * v:.1f}%" for o, v in zip(objectives, values)))
-    return {"values": values, "n_val": int(named["n_val"])}
+    return {"values": values, "n_val": int(named["n_val"]), "epochs": cfg.train.epochs}
 
 
 def _se(share: float, n: int) -> float:
@@ -394,8 +420,10 @@ def _se(share: float, n: int) -> float:
 
 
 def matches(trial: Any, reference: dict[str, Any], objectives: list[Objective]) -> bool:
-    """Whether a trial is at least as good as a reference on every objective, within one standard error of
-    their difference (two independent shares: sqrt(se_trial^2 + se_reference^2))."""
+    """Whether a trial is not worse than a reference on any objective by more than one standard error of their
+    difference, each figure taken as a binomial share of the validation images, the two as independent:
+    sqrt(se_trial^2 + se_reference^2). A rough scale, not a test: both are measured on the same images, and
+    a privacy figure is the best of several attackers."""
     n_t, n_r = int(trial.user_attrs.get("n_val", reference["n_val"])), reference["n_val"]
     for o, t, r in zip(objectives, trial.values, reference["values"]):
         slack = math.hypot(_se(t, n_t), _se(r, n_r))
@@ -404,21 +432,22 @@ def matches(trial: Any, reference: dict[str, Any], objectives: list[Objective]) 
     return True
 
 
-def reference_lines(references: dict[str, dict[str, Any] | None], complete: list[Any], pareto: set[int],
+def reference_lines(references: dict[str, dict[str, Any]], complete: list[Any], pareto: set[int],
                     objectives: list[Objective], options: TuneOptions) -> list[str]:
     """The references' table: each one's figures at the study's budget and the Pareto trials that match it."""
     if not references:
         return ["Reference configs: none measured (--reference CONFIG trains and attacks one at this study's "
                 "budget, for comparison; their points at other budgets are in benchmarks/RESULTS.md)."]
     lines = ["## References at the study's budget", "",
-             f"Trained and attacked like a trial (the study's --set overrides on top of each config). "
-             f"'matched by': Pareto trials at least as good on every objective, within one standard error of the "
-             f"difference.", "",
+             "Each reference config trained and attacked like a trial: its own settings, with the study's data "
+             f"({', '.join(BUDGET_KEYS)}) and validation split. 'matched by': Pareto trials not worse on any "
+             "objective by more than one standard error of the difference (binomial shares of the validation "
+             "images, taken as independent: a rough scale, not a test).", "",
              "| reference | " + " | ".join(o.name for o in objectives) + " | matched by |",
              "|---|" + "---|" * (len(objectives) + 1)]
     for name, ref in references.items():
-        if ref is None:
-            lines.append(f"| {name} | " + " | ".join("-" for _ in objectives) + " | being measured by another process |")
+        if "error" in ref:
+            lines.append(f"| {name} | " + " | ".join("-" for _ in objectives) + f" | not measured: {ref['error']} |")
             continue
         by = [t.number for t in complete if t.number in pareto and matches(t, ref, objectives)]
         lines.append(f"| {name} | " + " | ".join(f"{100 * v:.2f}%" for v in ref["values"]) + " | "
@@ -438,7 +467,7 @@ def _fmt(v: Any) -> str:
 
 def write_report(study: Any, objectives: list[Objective], targets: list[tuple[str, str, float]],
                  options: TuneOptions, out: Path, base: Config, trial_config: Any, log: Any,
-                 references: dict[str, dict[str, Any] | None] | None = None) -> dict[str, Any]:
+                 references: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     import optuna
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -508,7 +537,7 @@ def confirm(cfg: Config, best: Any, objectives: list[Objective], options: TuneOp
 
 
 def _plot(trials: list[Any], pareto: set[int], objectives: list[Objective], path: Path,
-          references: dict[str, dict[str, Any] | None]) -> bool:
+          references: dict[str, dict[str, Any]]) -> bool:
     try:
         import matplotlib
 
@@ -527,7 +556,7 @@ def _plot(trials: list[Any], pareto: set[int], objectives: list[Objective], path
             ax.scatter(100 * t.values[i], 100 * t.values[ui], c="tab:red" if on else "tab:grey", marker="*" if on else "o")
             ax.annotate(str(t.number), (100 * t.values[i], 100 * t.values[ui]), fontsize=7)
         for name, ref in references.items():
-            if ref is not None:
+            if "values" in ref:
                 point = (100 * ref["values"][i], 100 * ref["values"][ui])
                 ax.scatter(*point, c="black", marker="^")
                 ax.annotate(name, point, fontsize=7)
