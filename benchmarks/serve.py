@@ -4,10 +4,12 @@ batching, and set it beside the bare task network at the batches the server form
     python benchmarks/serve.py                      # trains a tiny digits run first (~20 s)
     python benchmarks/serve.py --run runs/<run> --clients 1,8,32,64 --seconds 8
     python benchmarks/serve.py --run runs/<run> --modes batched --clients 4 --batch 8 --float16
+    python benchmarks/serve.py --run runs/<run> --modes batched,ray --workers 2   # beside Ray Serve (extra [ray])
 
 The server runs as `privsplit serve` in its own process on 127.0.0.1 (loopback
 only), once per mode (``batched``: the default dynamic batching; ``unbatched``:
-``--no-batching``); client threads of this process send real representations
+``--no-batching``; ``ray``: the same app on a local single-node Ray Serve, ``--workers``
+replicas, through Ray's HTTP proxy); client threads of this process send real representations
 ``z`` of real test images, computed once by the run's obfuscator, over keep-alive
 HTTP connections. For each mode and number of clients it prints requests/s,
 images/s, p50/p99 latency, the mean batch the server formed (from its
@@ -70,8 +72,8 @@ def positive_ints(text: str) -> list[int]:
 
 def modes(text: str) -> list[str]:
     values = [v.strip() for v in text.split(",") if v.strip()]
-    if not values or set(values) - {"batched", "unbatched"}:
-        raise argparse.ArgumentTypeError(f"expected batched and/or unbatched, comma-separated, got {text!r}")
+    if not values or set(values) - {"batched", "unbatched", "ray"}:
+        raise argparse.ArgumentTypeError(f"expected batched, unbatched and/or ray, comma-separated, got {text!r}")
     return values
 
 
@@ -106,18 +108,44 @@ def formed_batches(port: int) -> tuple[float, float]:
     return (float(total.group(1)), float(count.group(1))) if total and count else (math.nan, math.nan)
 
 
-def start_server(run_dir: Path, args: argparse.Namespace, batched: bool):
-    """A ``privsplit serve`` process answering on a free loopback port: (process, URL)."""
+RAY_SERVER = """
+import signal, sys, time
+import ray
+from ray import serve
+from privsplit.serve.ray_serve import application
+run_dir, port, replicas, threads, batch_samples, max_delay, max_batch = sys.argv[1:]
+ray.init(num_cpus=max(int(replicas) * int(threads), 1), include_dashboard=False, log_to_driver=False)
+serve.start(http_options={"host": "127.0.0.1", "port": int(port)})
+serve.run(application(run_dir, allow_no_token=True, replicas=int(replicas), threads=int(threads),
+                      batch_samples=int(batch_samples), max_delay_ms=float(max_delay), max_batch=int(max_batch)),
+          route_prefix="/")
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+try:
+    while True:
+        time.sleep(1)
+finally:
+    serve.shutdown()
+    ray.shutdown()
+"""
+
+
+def start_server(run_dir: Path, args: argparse.Namespace, mode: str):
+    """A ``privsplit serve`` process (or a local Ray Serve) answering on a free loopback port: (process, URL)."""
     from privsplit_edge.client import Http
     from privsplit_edge.errors import EdgeError
 
     port = free_port()
-    cmd = [sys.executable, "-m", "privsplit", "serve", str(run_dir), "--port", str(port),
-           "--max-batch", str(max(args.batch, 64)), "--threads", str(args.server_threads),
-           "--max-connections", str(max(100, 2 * max(args.clients))), "--workers", str(args.workers)]
-    cmd += ["--batch-samples", str(args.batch_samples), "--max-delay", str(args.max_delay)] if batched \
-        else ["--no-batching"]
-    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ})
+    if mode == "ray":
+        cmd = [sys.executable, "-c", RAY_SERVER, str(run_dir), str(port), str(args.workers), str(args.server_threads),
+               str(args.batch_samples), str(args.max_delay), str(max(args.batch, 64))]
+    else:
+        cmd = [sys.executable, "-m", "privsplit", "serve", str(run_dir), "--port", str(port),
+               "--max-batch", str(max(args.batch, 64)), "--threads", str(args.server_threads),
+               "--max-connections", str(max(100, 2 * max(args.clients))), "--workers", str(args.workers)]
+        cmd += ["--batch-samples", str(args.batch_samples), "--max-delay", str(args.max_delay)] \
+            if mode == "batched" else ["--no-batching"]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
     url = f"http://127.0.0.1:{port}"
     probe = Http(url, timeout=5)
     deadline = time.monotonic() + 120
@@ -133,21 +161,22 @@ def start_server(run_dir: Path, args: argparse.Namespace, batched: bool):
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` and its children (``--workers``) so far
-    (Linux /proc; NaN elsewhere)."""
-    def stat(p: int | str) -> list[str]:
-        return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-
+    """User + system CPU seconds of process ``pid`` and all its descendants (``--workers``, Ray's
+    processes) so far (Linux /proc; NaN elsewhere)."""
     try:
-        total = 0.0
-        for entry in [pid, *(e for e in os.listdir("/proc") if e.isdigit())]:
+        procs = {}
+        for entry in (e for e in os.listdir("/proc") if e.isdigit()):
             try:
-                fields = stat(entry)
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue  # gone meanwhile
-            if entry == pid or int(fields[1]) == pid:
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return total
+            procs[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+        mine, grew = {pid}, True
+        while grew:
+            before = len(mine)
+            mine |= {p for p, (parent, _) in procs.items() if parent in mine}
+            grew = len(mine) > before
+        return sum(procs[p][1] for p in mine if p in procs)
     except (OSError, ValueError, IndexError):
         return math.nan
 
@@ -291,7 +320,7 @@ def main() -> int:
 
     rows: list[dict] = []
     for mode in args.modes:
-        server, url = start_server(run_dir, args, mode == "batched")
+        server, url = start_server(run_dir, args, mode)
         try:
             for clients in args.clients:
                 row = {"mode": mode, **drive(url, server.pid, bodies, clients, args.batch, args.seconds, args.warmup)}
