@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from privsplit.attacks import ATTACKS, AttackOptions, EvalData, InversionSettings, invert, invert_model_space
-from privsplit.attacks.inversion import check_differentiable, total_variation
+from privsplit.attacks.inversion import PIXELS_PER_BATCH, batch_for, check_differentiable, total_variation
 from privsplit.config import Config
 from privsplit.data.base import TaskInfo
 from privsplit.errors import ConfigError
@@ -161,6 +161,23 @@ def test_shuffle_draws_unknown_to_the_attacker_are_drawn_afresh_and_said_so():
     data = _data(c, n_test=4)
     r = ATTACKS.create("inversion").run(data, AttackOptions(inversion_steps=50, batch_size=4, **QUIET))
     assert "shuffle are unknown to the attacker" in r["note"] and r["metrics"]["psnr"] > 0
+
+
+def test_large_images_are_optimised_in_smaller_batches_and_the_client_is_left_as_it_was():
+    assert batch_for(128, (1, 3, 32, 32)) == 128  # 32 px: the setting
+    assert batch_for(128, (3, 178, 178)) == PIXELS_PER_BATCH // 178**2 < 128
+    assert batch_for(128, (3, 4096, 4096)) == 1
+    c = client(orthogonal_patches())
+    before = {k: v.clone() for k, v in c.state_dict().items()}
+    strides = c.encoder.weight.stride()
+    x = smooth_images(6, 0)
+    with torch.no_grad():
+        z = c(x)
+    recon, info = invert(c, z, mean_start(), InversionSettings(steps=30, batch_size=4), progress=False)
+    assert len(info["steps"]) == 2 and recon.is_contiguous()  # 4 + 2 images
+    # The optimisation ran on a channels-last copy: the caller's client keeps its layout and weights.
+    assert c.encoder.weight.stride() == strides
+    assert all(torch.equal(before[k], v) for k, v in c.state_dict().items())
 
 
 def test_total_variation_is_zero_on_flat_images():

@@ -20,8 +20,8 @@ from torch import nn
 
 from ..progress import Progress
 from .base import ATTACKS, AttackOptions, EvalData
-from .inversion import (InversionAttack, InversionSettings, StopWatch, _power, check_differentiable, descend, relative_fit,
-                        silenced_forward)
+from .inversion import (InversionAttack, InversionSettings, StopWatch, _power, batch_for, check_differentiable, descend,
+                        relative_fit, silenced_forward, start_batch)
 
 
 def fresh_copy(client: nn.Module) -> nn.Module:
@@ -55,13 +55,14 @@ def invert_model_space(
     torch.manual_seed(seed)
     surrogate = fresh_copy(client).to(z.device)
     check_differentiable(surrogate, start.to(z.device))
+    surrogate = surrogate.to(memory_format=torch.channels_last)  # faster on the CPU (see inversion.channels_last)
     forward = silenced_forward(surrogate, settings.draws)
     params = [p for p in surrogate.parameters()]
     theta_opt = torch.optim.Adam(params, lr=settings.surrogate_lr) if params else None
-    bs = settings.batch_size
+    bs = batch_for(settings.batch_size, start.shape)
     zs = [z[i : i + bs].float() for i in range(0, len(z), bs)]  # batches of (B, *z_shape)
     powers = [_power(zb) for zb in zs]
-    xs = [start.to(z.device).expand(len(zb), *start.shape[1:]).clone().requires_grad_(True) for zb in zs]
+    xs = [start_batch(start.to(z.device), len(zb)) for zb in zs]
     opts = [torch.optim.Adam([x], lr=settings.lr) for x in xs]
     bar = Progress(range(settings.steps), desc=desc, unit="step", enabled=progress)
     watch = StopWatch(bar)
@@ -75,7 +76,7 @@ def invert_model_space(
     bar.close()
     with torch.no_grad():
         fit_total = sum(relative_fit(forward(x), zb, p).sum().item() for x, zb, p in zip(xs, zs, powers))
-    return torch.cat([x.detach().cpu() for x in xs]), {
+    return torch.cat([x.detach().cpu().contiguous() for x in xs]), {
         "steps": [step + 1], "converged": step + 1 < settings.steps, "fit": fit_total / max(len(z), 1),
         "parameters": sum(p.numel() for p in params)}
 
